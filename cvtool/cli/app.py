@@ -1,0 +1,41 @@
+"""The `cvtool` command: wires the subcommands. Heavy libraries are imported inside commands."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from cvtool import __version__
+from cvtool.cli import classify as classify_cmd
+from cvtool.cli import models as models_cmd
+
+app = typer.Typer(
+    name="cvtool",
+    help="Vision jobs from the shell: classify images, manage models. Records go to stdout as JSON "
+         "Lines when piped; messages to stderr. Exit code 0 = all inputs ok, 1 = some failed, 2 = usage.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"cvtool {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+                                                          help="Show the version and exit.")] = None) -> None:
+    pass
+
+
+app.command("classify", no_args_is_help=True)(classify_cmd.classify)
+app.add_typer(models_cmd.app, name="models")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,147 @@
+"""What every inference subcommand shares: options, output, progress, exit codes.
+
+Exit codes: 0 every input succeeded, 1 some input failed (each has an error record),
+2 usage or set-up error (bad option, unknown model, missing weights, unusable device).
+Records go to stdout (JSON Lines when piped, a table on a terminal) or to ``--output``;
+messages and progress go to stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def fail(msg: str, code: int = EXIT_USAGE) -> "typer.Exit":
+    print(f"cvtool: error: {msg}", file=sys.stderr)
+    return typer.Exit(code)
+
+
+# Shared option declarations (typer.Option objects are reusable as Annotated metadata).
+Sources = Annotated[list[str], typer.Argument(
+    help="Image files, folders (searched recursively), globs, video files, or - to read paths from stdin.",
+    show_default=False)]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Registry name, cvtool .onnx file, or `cvtool train` checkpoint.")]
+WeightsOpt = Annotated[Optional[str], typer.Option("--weights", help="Weights file for a registry model (overrides cache and packages).")]
+BatchOpt = Annotated[int, typer.Option("--batch", "-b", min=1, max=4096, help="Images per inference batch.")]
+DeviceOpt = Annotated[str, typer.Option("--device", "-d", help="auto, cpu, cuda, cuda:N or mps.")]
+BackendOpt = Annotated[str, typer.Option("--backend", help="auto (ONNX Runtime, torch as fallback), onnx or torch.")]
+FormatOpt = Annotated[str, typer.Option("--format", "-f", help="auto (table on a terminal, JSON Lines otherwise), jsonl, csv or table.")]
+OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write records to this file (.jsonl or .csv), atomically.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")]
+SaveOpt = Annotated[Optional[Path], typer.Option("--save", help="Folder for annotated copies of the inputs.")]
+VidStrideOpt = Annotated[int, typer.Option("--vid-stride", min=1, help="Use every N-th video frame.")]
+MaxPixelsOpt = Annotated[Optional[int], typer.Option("--max-pixels", min=1, help="Refuse images with more pixels than this (decompression-bomb guard; default 89,478,485).")]
+WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=1, help="Decode threads (default: min(4, cores)).")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU inference threads (default: all cores).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, per-error messages or summary on stderr.")]
+
+
+def check_format(fmt: str) -> str:
+    if fmt not in ("auto", "jsonl", "csv", "table"):
+        raise fail(f"--format {fmt!r}: expected auto, jsonl, csv or table")
+    return fmt
+
+
+def collect_sources(inputs: list[str]):
+    """Expand inputs; returns (iterable, total or None). Stdin is streamed, so its count is unknown."""
+    from cvtool.io.sources import expand
+
+    if "-" in inputs:
+        return expand(inputs), None
+    sources = list(expand(inputs))
+    total = None if any(s.kind == "video" for s in sources) else len(sources)
+    return sources, total
+
+
+class Output:
+    """Routes records to stdout, a file or a table; shows progress; counts failures."""
+
+    def __init__(self, fmt: str, output: Path | None, overwrite: bool, quiet: bool,
+                 total: int | None, table_row: Callable[[dict], list[str]] | None = None,
+                 table_columns: list[str] | None = None, noun: str = "image"):
+        from cvtool.io.sinks import AtomicFile, RecordWriter, format_for
+
+        self.quiet, self.total, self.noun = quiet, total, noun
+        self.table_row, self.table_columns = table_row, table_columns or []
+        self.rows: list[list[str]] = []
+        self.n = self.failed = 0
+        self.t0 = time.perf_counter()
+        self._file = None
+        self.writer = None
+        self.table = False
+        if output is not None:
+            self._file = AtomicFile(output, overwrite=overwrite)
+            self.writer = RecordWriter(self._file.__enter__(), format_for(str(output), fmt))
+        elif fmt == "table" or (fmt == "auto" and sys.stdout.isatty() and table_row is not None):
+            self.table = True
+        else:
+            self.writer = RecordWriter(sys.stdout, format_for(None, fmt))
+        self.progress = None
+        if not quiet and sys.stderr.isatty() and (total is None or total > 1):
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
+                                     MofNCompleteColumn(), TimeRemainingColumn(),
+                                     console=Console(stderr=True), transient=True)
+            self.progress.start()
+            self.task_id = self.progress.add_task("working", total=total)
+
+    def add(self, record: dict) -> None:
+        self.n += 1
+        if not record["ok"]:
+            self.failed += 1
+            if not self.quiet:
+                where = record["source"] + (f" (frame {record['frame']})" if record.get("frame") is not None else "")
+                msg = f"cvtool: {where}: {record['error']}"
+                (self.progress.console.print(msg, markup=False, highlight=False) if self.progress
+                 else print(msg, file=sys.stderr))
+        if self.table:
+            self.rows.append(self.table_row(record) if record["ok"] else
+                             [record["source"] + (f"#{record['frame']}" if record.get("frame") is not None else ""),
+                              f"error: {record['error']}"] + [""] * (len(self.table_columns) - 2))
+        else:
+            self.writer.write(record)
+        if self.progress is not None:
+            self.progress.advance(self.task_id)
+
+    def close(self, interrupted: bool = False) -> int:
+        if self.progress is not None:
+            self.progress.stop()
+        if self.writer is not None:
+            self.writer.close()
+        if self._file is not None:
+            exc = KeyboardInterrupt if interrupted else None
+            self._file.__exit__(exc, None, None)
+        if self.table and self.rows:
+            from rich.console import Console
+            from rich.table import Table
+
+            t = Table(*self.table_columns, header_style="bold")
+            for row in self.rows:
+                t.add_row(*row)
+            Console().print(t)
+        dt = time.perf_counter() - self.t0
+        if not self.quiet and (sys.stderr.isatty() or self._file is not None or self.failed):
+            rate = f" ({self.n / dt:.1f}/s)" if dt > 0 and self.n > 1 else ""
+            fail_txt = f", {self.failed} failed" if self.failed else ""
+            print(f"cvtool: {self.n} {self.noun}{'s' if self.n != 1 else ''} in {dt:.2f} s{rate}{fail_txt}",
+                  file=sys.stderr)
+        return EXIT_FAILED if self.failed else EXIT_OK
+
+
+def quiet_stdout_pipe() -> None:
+    """After a BrokenPipeError (``cvtool … | head``), exit quietly like other Unix tools."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass

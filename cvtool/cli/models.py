@@ -1,0 +1,116 @@
+"""`cvtool models`: list, inspect, download and import model weights."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from cvtool.cli import common as c
+
+app = typer.Typer(help="List models, show where their weights come from, fetch or import weights.",
+                  no_args_is_help=True, add_completion=False)
+
+
+@app.command("list")
+def list_cmd(
+    task: Annotated[str, typer.Option("--task", help="Only models for this task.")] = "",
+    fmt: c.FormatOpt = "auto",
+) -> None:
+    """List registered models and whether their weights are available offline."""
+    from cvtool.models import registry
+    from cvtool.models.weights import _package_file, cached_file
+
+    c.check_format(fmt)
+    rows = []
+    for spec in registry.list_models(task or None):
+        if cached_file(spec).is_file():
+            where = "cache"
+        elif _package_file(spec) is not None:
+            where = "package"
+        else:
+            where = "download" if spec.weights.url else "missing"
+        rows.append({"name": spec.name, "task": spec.task, "weights": where,
+                     "license": spec.weights.license.split(";")[0],
+                     "top1": spec.weights.metrics.get("imagenet_top1"), "description": spec.description})
+    if fmt == "table" or (fmt == "auto" and sys.stdout.isatty()):
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table("name", "task", "weights", "ImageNet top-1", "license", header_style="bold")
+        for r in rows:
+            t.add_row(r["name"], r["task"], r["weights"], "" if r["top1"] is None else f"{r['top1']:.1f}",
+                      r["license"])
+        Console().print(t)
+    else:
+        for r in rows:
+            print(json.dumps(r))
+
+
+@app.command("info")
+def info_cmd(model: Annotated[str, typer.Argument(help="Registry name or cvtool .onnx file.")]) -> None:
+    """Show a model's task, preprocessing, labels, weights source, licence and cache state."""
+    from cvtool.models import registry
+    from cvtool.models.loader import ModelError, load
+    from cvtool.models.weights import _package_file, cached_file
+
+    if model.lower().endswith(".onnx"):
+        try:
+            m = load(model)
+        except ModelError as e:
+            raise c.fail(str(e)) from None
+        info = {"name": m.name, "file": str(m.onnx_file), "task": m.task,
+                "preprocess": json.loads(m.preprocess.to_json()), "num_labels": len(m.labels),
+                "labels_head": list(m.labels[:5]), "weights_sha256": m.weights_sha256}
+    else:
+        try:
+            spec = registry.get(model)
+        except registry.UnknownModel as e:
+            raise c.fail(str(e)) from None
+        w = spec.weights
+        pkg = _package_file(spec)
+        info = {"name": spec.name, "task": spec.task, "description": spec.description,
+                "weights": {"file": w.filename, "source": w.source, "license": w.license, "url": w.url,
+                            "package": w.package, "sha256": w.sha256, "sha256_prefix": w.sha256_prefix,
+                            "cached": str(cached_file(spec)) if cached_file(spec).is_file() else None,
+                            "in_package": str(pkg) if pkg else None},
+                "preprocess": json.loads(w.preprocess.to_json()), "labels": w.labels,
+                "metrics": w.metrics}
+    print(json.dumps(info, indent=2))
+
+
+@app.command("pull")
+def pull_cmd(model: Annotated[str, typer.Argument(help="Registry name.")]) -> None:
+    """Download a model's official weights into the cache (needs internet)."""
+    from cvtool.models import registry
+    from cvtool.models.weights import WeightsError, cached_file, fetch, resolve
+
+    try:
+        spec = registry.get(model)
+        if cached_file(spec).is_file():
+            print(f"{spec.name}: already cached at {cached_file(spec)}", file=sys.stderr)
+            return
+        rw = resolve(spec) if spec.weights.url is None else None
+        path = rw.path if rw else fetch(spec)
+    except (registry.UnknownModel, WeightsError) as e:
+        raise c.fail(str(e)) from None
+    print(str(path))
+
+
+@app.command("import")
+def import_cmd(
+    model: Annotated[str, typer.Argument(help="Registry name.")],
+    file: Annotated[str, typer.Argument(help="Weights file brought from another machine.")],
+    force: Annotated[bool, typer.Option("--force", help="Import even if the checksum differs from the official file.")] = False,
+) -> None:
+    """Check a weights file (checksum, loads into the architecture) and put it in the cache."""
+    from cvtool.models import registry
+    from cvtool.models.weights import WeightsError, import_weights
+
+    try:
+        dest = import_weights(registry.get(model), file, force=force)
+    except (registry.UnknownModel, WeightsError) as e:
+        raise c.fail(str(e)) from None
+    print(str(dest))

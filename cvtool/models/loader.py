@@ -1,0 +1,161 @@
+"""Resolving ``--model`` to something runnable.
+
+``--model`` takes a registry name, a path to an ONNX file exported by cvtool (its metadata
+carries task, labels and preprocessing), or a checkpoint written by ``cvtool train``. The
+result, :class:`LoadedModel`, knows its preprocessing and labels and can give a torch module
+(building the network and loading weights safely) or an ONNX file (exported once, cached).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cvtool.models import registry
+from cvtool.models.labels import load_labels
+from cvtool.models.preprocess import Preprocess
+from cvtool.models.weights import (
+    WeightsError, cache_home, load_into, load_state_dict, resolve, sha256_file,
+)
+
+CHECKPOINT_FORMAT = 1
+
+
+class ModelError(Exception):
+    """The --model argument cannot be used; the message says why and what to do."""
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    task: str
+    kind: str  # "registry" | "onnx" | "checkpoint"
+    preprocess: Preprocess
+    labels: tuple[str, ...]
+    weights_sha256: str
+    weights_origin: str
+    spec: registry.ModelSpec | None = None
+    weights_path: Path | None = None
+    onnx_file: Path | None = None
+    num_classes: int | None = None
+    _module: object = field(default=None, repr=False)
+
+    def torch_module(self):
+        """The network with its weights loaded, in eval mode (imports torch)."""
+        if self.kind == "onnx":
+            raise ModelError(f"{self.name}: an ONNX file runs only on --backend onnx "
+                             "(gradient-based jobs need a registry model or a checkpoint)")
+        if self._module is None:
+            kwargs = {}
+            if self.kind == "checkpoint":
+                kwargs["num_classes"] = self.num_classes
+            spec = self.spec
+            module = (spec.build() if not kwargs else
+                      registry.ModelSpec(spec.name, spec.task, spec.builder, spec.weights,
+                                         builder_kwargs={**spec.builder_kwargs, **kwargs}).build())
+            load_into(module, load_state_dict(self.weights_path), str(self.weights_path))
+            self._module = module.eval()
+        return self._module
+
+    def onnx_path(self, opset: int | None = None) -> tuple[Path, bool]:
+        """``(path, exported_now)``: this model as an ONNX file with embedded metadata."""
+        from cvtool.runtime.onnx import DEFAULT_OPSET, cached_export
+
+        if self.kind == "onnx":
+            return self.onnx_file, False
+        return cached_export(
+            cache_home() / "onnx", self.name,
+            key_fields={"model": self.name, "weights": self.weights_sha256,
+                        "preprocess": self.preprocess.to_json(), "kind": self.kind},
+            build=self.torch_module,
+            input_shape=(3, self.preprocess.crop, self.preprocess.crop),
+            metadata=self.metadata(),
+            opset=opset or DEFAULT_OPSET,
+        )
+
+    def metadata(self) -> dict[str, str]:
+        from cvtool import __version__
+
+        return {
+            "task": self.task,
+            "model": self.name,
+            "labels": json.dumps(list(self.labels)),
+            "preprocess": self.preprocess.to_json(),
+            "input_layout": "NCHW float32 RGB, normalised as in preprocess",
+            "version": __version__,
+            "weights_sha256": self.weights_sha256,
+        }
+
+
+def load(model: str, weights: str | None = None, task: str | None = None) -> LoadedModel:
+    """Resolve a ``--model`` argument (and optional ``--weights``) for ``task``."""
+    if model.lower().endswith(".onnx"):
+        loaded = _load_onnx(model)
+    elif os.path.isfile(model):
+        loaded = _load_checkpoint(model)
+    else:
+        try:
+            spec = registry.get(model)
+        except registry.UnknownModel as e:
+            raise ModelError(str(e)) from None
+        try:
+            rw = resolve(spec, weights)
+        except WeightsError as e:
+            raise ModelError(str(e)) from None
+        loaded = LoadedModel(spec.name, spec.task, "registry", spec.weights.preprocess,
+                             load_labels(spec.weights.labels), rw.sha256, rw.origin, spec,
+                             rw.path)
+    if weights is not None and loaded.kind != "registry":
+        raise ModelError("--weights applies to registry models; this --model already holds its weights")
+    if task is not None and loaded.task != task:
+        raise ModelError(f"model {loaded.name!r} is a {loaded.task} model, not a {task} model")
+    return loaded
+
+
+def _load_onnx(path: str) -> LoadedModel:
+    if not os.path.isfile(path):
+        raise ModelError(f"--model {path}: no such file")
+    from cvtool.runtime.onnx import read_metadata
+
+    try:
+        meta = read_metadata(path)
+    except Exception as e:
+        raise ModelError(f"--model {path}: not a readable ONNX file ({str(e).splitlines()[0][:200]})") from None
+    missing = [k for k in ("task", "labels", "preprocess") if k not in meta]
+    if missing:
+        raise ModelError(f"--model {path}: this ONNX file has no cvtool metadata ({', '.join(missing)} "
+                         "missing); export it with `cvtool export`")
+    return LoadedModel(
+        name=meta.get("model") or Path(path).stem, task=meta["task"], kind="onnx",
+        preprocess=Preprocess.from_json(meta["preprocess"]), labels=tuple(json.loads(meta["labels"])),
+        weights_sha256=meta.get("weights_sha256", ""), weights_origin="onnx",
+        onnx_file=Path(path))
+
+
+def _load_checkpoint(path: str) -> LoadedModel:
+    """A ``cvtool train`` checkpoint: ``{"cvtool": {...meta...}, "state_dict": {...}}``."""
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ModelError(f"--model {path}: not a cvtool checkpoint or ONNX file ({first[:200]})") from None
+    meta = ckpt.get("cvtool") if isinstance(ckpt, dict) else None
+    if not isinstance(meta, dict) or "arch" not in meta:
+        raise ModelError(f"--model {path}: not a checkpoint written by `cvtool train` "
+                         "(for a plain state_dict use --model ARCH --weights FILE)")
+    if int(meta.get("format", 0)) > CHECKPOINT_FORMAT:
+        raise ModelError(f"--model {path}: checkpoint format {meta['format']} is newer than this cvtool")
+    try:
+        spec = registry.get(meta["arch"])
+    except registry.UnknownModel as e:
+        raise ModelError(f"--model {path}: {e}") from None
+    labels = tuple(meta["labels"])
+    return LoadedModel(
+        name=meta.get("name") or Path(path).stem, task=meta.get("task", spec.task), kind="checkpoint",
+        preprocess=Preprocess.from_dict(meta["preprocess"]) if "preprocess" in meta else spec.weights.preprocess,
+        labels=labels, weights_sha256=sha256_file(path), weights_origin="checkpoint", spec=spec,
+        weights_path=Path(path), num_classes=len(labels))

