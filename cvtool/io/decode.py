@@ -14,6 +14,7 @@ error record naming the input.
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -70,37 +71,48 @@ def decode_image(path: str, max_pixels: int | None = None,
     ``draft(width, height) -> (w, h)`` lets JPEG decoding scale down by 1/2, 1/4 or 1/8 in the
     DCT domain when the photo is far larger than the model needs; the result is never smaller
     than the size it returns, and ``orig_size`` still reports the full-resolution size.
+
+    Pillow reads the header (format, size, mode, EXIF) and checks the pixel limit before any
+    pixel is allocated. Complete RGB/grayscale JPEGs are then decoded by libjpeg-turbo through
+    simplejpeg (or OpenCV) straight into RGB: identical pixels, 25% less time than Pillow on
+    this machine (docs/benchmarks.md). Everything else, and any JPEG that looks truncated or
+    that the fast path refuses, is decoded by Pillow, which reports damage as an error.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     _check_path(path)
     limit = max_pixels_default() if max_pixels is None else max_pixels
     try:
         with open(path, "rb") as fh:
-            try:
-                # Our own limit replaces Pillow's global guard (checked below, before load()).
-                Image.MAX_IMAGE_PIXELS = None
-                im = Image.open(fh)
-            except UnidentifiedImageError:
-                raise DecodeError("not a recognised image format") from None
-            w, h = im.size
-            if w <= 0 or h <= 0:
-                raise DecodeError(f"invalid image size {w}x{h}")
-            if limit and w * h > limit:
-                raise DecodeError(
-                    f"image is {w}x{h} = {w * h:,} pixels, over the limit of {limit:,} "
-                    "(possible decompression bomb; raise it with --max-pixels)")
-            fmt = im.format
-            mode = im.mode
-            orientation = _exif_orientation(im)
-            if draft is not None and fmt == "JPEG" and mode in ("RGB", "L", "YCbCr"):
-                if orientation in (5, 6, 7, 8):  # rotated 90°: the file's axes are swapped
-                    dh, dw = draft(h, w)
-                else:
-                    dw, dh = draft(w, h)
-                if dw < w and dh < h:
-                    im.draft("RGB", (dw, dh))
+            data = fh.read()
+        Image.MAX_IMAGE_PIXELS = None  # our own limit below replaces Pillow's global guard
+        try:
+            im = Image.open(io.BytesIO(data))
+        except UnidentifiedImageError:
+            raise DecodeError("not a recognised image format") from None
+        w, h = im.size
+        if w <= 0 or h <= 0:
+            raise DecodeError(f"invalid image size {w}x{h}")
+        if limit and w * h > limit:
+            raise DecodeError(
+                f"image is {w}x{h} = {w * h:,} pixels, over the limit of {limit:,} "
+                "(possible decompression bomb; raise it with --max-pixels)")
+        fmt, mode = im.format, im.mode
+        orientation = _exif_orientation(im)
+        rotated = orientation in (5, 6, 7, 8)  # the file's axes are swapped
+        reduce = 1
+        if draft is not None and fmt == "JPEG":
+            dh, dw = draft(h, w) if rotated else draft(w, h)
+            while reduce < 8 and w // (reduce * 2) >= dw and h // (reduce * 2) >= dh:
+                reduce *= 2
+        rgb = None
+        if fmt == "JPEG" and mode in ("RGB", "L") and data.rstrip(b"\0")[-2:] == b"\xff\xd9":
+            rgb = _fast_jpeg(data, reduce, w, h)
+        if rgb is None:
+            if reduce > 1:
+                im.draft("RGB", (w // reduce, h // reduce))
             im.load()
+            rgb = to_rgb_uint8(im)
     except DecodeError:
         raise
     except OSError as e:
@@ -111,11 +123,51 @@ def decode_image(path: str, max_pixels: int | None = None,
     except (ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DecodeError(f"cannot decode image: {e}") from None
 
-    if orientation not in (None, 1):
-        im = ImageOps.exif_transpose(im)
-    full = (w, h) if orientation not in (5, 6, 7, 8) else (h, w)
-    rgb = to_rgb_uint8(im)
+    rgb = apply_orientation(rgb, orientation)
+    full = (h, w) if rotated else (w, h)
     return Decoded(rgb=rgb, orig_size=full, mode=mode, format=fmt)
+
+
+def _fast_jpeg(data: bytes, reduce: int, w: int, h: int) -> np.ndarray | None:
+    try:
+        import simplejpeg
+    except ImportError:
+        return _imdecode_rgb(data, reduce)
+    try:
+        return simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=-(-w // reduce),
+                                      min_height=-(-h // reduce))
+    except ValueError:
+        return None  # let Pillow decode it, or say precisely what is wrong with it
+
+
+def _imdecode_rgb(data: bytes, reduce: int) -> np.ndarray | None:
+    import cv2
+
+    flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+             8: cv2.IMREAD_REDUCED_COLOR_8}[reduce] | cv2.IMREAD_IGNORE_ORIENTATION
+    rgb_flag = getattr(cv2, "IMREAD_COLOR_RGB", None)
+    if rgb_flag is not None:  # OpenCV ≥ 4.10 decodes straight to RGB
+        flags = (flags & ~cv2.IMREAD_COLOR) | rgb_flag
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if arr is None or arr.ndim != 3 or arr.shape[2] != 3:
+        return None
+    return arr if rgb_flag is not None else cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+
+
+def apply_orientation(rgb: np.ndarray, orientation: int | None) -> np.ndarray:
+    """Apply an EXIF orientation (1-8) to an ``(H, W, C)`` array, as cameras intend."""
+    if orientation in (None, 1) or orientation not in range(2, 9):
+        return rgb
+    ops = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.transpose(1, 0, 2),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: np.rot90(a, 2).transpose(1, 0, 2),
+        8: lambda a: np.rot90(a, 1),
+    }
+    return np.ascontiguousarray(ops[orientation](rgb))
 
 
 def _exif_orientation(im) -> int | None:

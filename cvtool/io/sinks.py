@@ -20,6 +20,12 @@ class SinkError(Exception):
     pass
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 class AtomicFile:
     """``with AtomicFile(path) as fh:`` writes ``path`` all at once, or not at all."""
 
@@ -45,6 +51,7 @@ class AtomicFile:
         assert self._fh is not None and self._tmp is not None
         self._fh.close()
         if exc_type is None:
+            os.chmod(self._tmp, 0o666 & ~_umask())
             os.replace(self._tmp, self.path)
         else:
             os.unlink(self._tmp)

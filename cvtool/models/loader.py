@@ -43,7 +43,8 @@ class LoadedModel:
     _module: object = field(default=None, repr=False)
 
     def torch_module(self):
-        """The network with its weights loaded, in eval mode (imports torch)."""
+        """The network with its weights loaded, wrapped in :class:`~cvtool.models.wrap.Normalized`
+        (input uint8 ``(B, H, W, 3)`` or float ``(B, 3, H, W)`` in [0, 1]), in eval mode."""
         if self.kind == "onnx":
             raise ModelError(f"{self.name}: an ONNX file runs only on --backend onnx "
                              "(gradient-based jobs need a registry model or a checkpoint)")
@@ -56,7 +57,9 @@ class LoadedModel:
                       registry.ModelSpec(spec.name, spec.task, spec.builder, spec.weights,
                                          builder_kwargs={**spec.builder_kwargs, **kwargs}).build())
             load_into(module, load_state_dict(self.weights_path), str(self.weights_path))
-            self._module = module.eval()
+            from cvtool.models.wrap import Normalized
+
+            self._module = Normalized(module, self.preprocess.mean, self.preprocess.std).eval()
         return self._module
 
     def onnx_path(self, opset: int | None = None) -> tuple[Path, bool]:
@@ -68,9 +71,10 @@ class LoadedModel:
         return cached_export(
             cache_home() / "onnx", self.name,
             key_fields={"model": self.name, "weights": self.weights_sha256,
-                        "preprocess": self.preprocess.to_json(), "kind": self.kind},
+                        "preprocess": self.preprocess.to_json(), "kind": self.kind,
+                        "code": _source_digest(self.spec.builder)},
             build=self.torch_module,
-            input_shape=(3, self.preprocess.crop, self.preprocess.crop),
+            input_shape=(self.preprocess.crop, self.preprocess.crop, 3),
             metadata=self.metadata(),
             opset=opset or DEFAULT_OPSET,
         )
@@ -83,10 +87,26 @@ class LoadedModel:
             "model": self.name,
             "labels": json.dumps(list(self.labels)),
             "preprocess": self.preprocess.to_json(),
-            "input_layout": "NCHW float32 RGB, normalised as in preprocess",
+            "input_layout": "NHWC uint8 RGB (B, H, W, 3); normalisation is inside the graph",
             "version": __version__,
             "weights_sha256": self.weights_sha256,
         }
+
+
+def _source_digest(builder: str) -> str:
+    """Digest of the cvtool file that defines an architecture (so editing it re-exports),
+    found without importing it; empty for third-party builders (their version is keyed)."""
+    import hashlib
+    import importlib.util
+
+    module = builder.partition(":")[0]
+    if not module.startswith("cvtool."):
+        return ""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin:
+        return ""
+    with open(spec.origin, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()[:16]
 
 
 def load(model: str, weights: str | None = None, task: str | None = None) -> LoadedModel:

@@ -1,14 +1,17 @@
 """Preprocessing that travels with a model's weights, shared by the torch and ONNX paths.
 
-A :class:`Preprocess` turns an RGB ``uint8`` image ``(H, W, 3)`` into the float32 tensor
-``(3, crop_h, crop_w)`` that the network expects: resize the shorter side, centre-crop,
-scale to [0, 1], subtract ``mean`` and divide by ``std`` per channel. It is plain data, so it
-serialises into ONNX metadata and checkpoints and comes back identical.
+A :class:`Preprocess` does the geometric part in numpy/OpenCV: an RGB ``uint8`` picture
+``(H, W, 3)`` becomes the ``uint8`` network input ``(crop, crop, 3)`` (shorter side resized to
+``resize``, centre-cropped). The arithmetic part, ``(x/255 - mean) / std``, lives in the model
+wrapper (:mod:`cvtool.models.wrap`) and so inside exported ONNX graphs, where it costs nothing
+measurable. ``mean``/``std`` are stored here because they travel with the weights. It is plain
+data, so it serialises into ONNX metadata and checkpoints and comes back identical.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -43,33 +46,42 @@ class Preprocess:
         return cls.from_dict(json.loads(s))
 
     def draft_size(self, width: int, height: int) -> tuple[int, int]:
-        """The smallest (w, h) a decoder may shrink a ``width``×``height`` photo to without
-        changing what this preprocessing produces much (the resize still downsamples ≥ 2×)."""
+        """The smallest (w, h) a JPEG decoder may shrink a ``width``×``height`` photo to (by
+        DCT scaling, itself a proper low-pass filter) while its shorter side still covers the
+        resize target, so the network input is never upsampled from a reduced decode."""
         target = self.resize or self.crop
         short = min(width, height)
-        scale = 2 * target / short if short else 1
-        return (max(1, int(width * scale)), max(1, int(height * scale)))
+        scale = target / short if short else 1
+        return (max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale)))
+
+    def crop_box(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """The region ``(x0, y0, x1, y1)`` of a ``width``×``height`` picture that ends up in the
+        network input: the centre crop of the resized picture, mapped back to source pixels."""
+        if not self.resize:
+            return (0.0, 0.0, float(width), float(height))
+        s = self.resize / min(width, height)
+        cw, ch = min(width, self.crop / s), min(height, self.crop / s)
+        x0, y0 = (width - cw) / 2, (height - ch) / 2
+        return (x0, y0, x0 + cw, y0 + ch)
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        """``(H, W, 3)`` uint8 RGB → ``(3, crop, crop)`` float32, normalised."""
+        """``(H, W, 3)`` uint8 RGB → ``(crop, crop, 3)`` uint8 RGB network input.
+
+        Equivalent to "resize the shorter side to ``resize``, centre-crop ``crop``", done in the
+        cheaper order: cut the crop region out of the source, then resize it once. Shrinking by
+        more than 2× averages pixels (no aliasing); milder scaling interpolates.
+        """
         import cv2
 
         h, w = rgb.shape[:2]
-        if self.resize:
-            s = self.resize / min(h, w)
-            nw, nh = max(self.crop, round(w * s)), max(self.crop, round(h * s))
-        else:
-            nw = nh = self.crop
-        if (nw, nh) != (w, h):
-            if nw < w and nh < h:
+        x0, y0, x1, y1 = self.crop_box(w, h)
+        top, left = int(round(y0)), int(round(x0))
+        region = rgb[top:max(int(round(y1)), top + 1), left:max(int(round(x1)), left + 1)]
+        rh, rw = region.shape[:2]
+        if (rw, rh) != (self.crop, self.crop):
+            if rw >= 2 * self.crop and rh >= 2 * self.crop:
                 interp = cv2.INTER_AREA
             else:
                 interp = cv2.INTER_CUBIC if self.interpolation == "bicubic" else cv2.INTER_LINEAR
-            rgb = cv2.resize(rgb, (nw, nh), interpolation=interp)
-        top, left = (nh - self.crop) // 2, (nw - self.crop) // 2
-        crop = rgb[top:top + self.crop, left:left + self.crop]
-        # (x/255 - mean)/std folded into one multiply-add per channel.
-        scale = np.array([1.0 / (255.0 * s) for s in self.std], dtype=np.float32)
-        shift = np.array([-m / s for m, s in zip(self.mean, self.std)], dtype=np.float32)
-        out = crop.astype(np.float32) * scale + shift
-        return np.ascontiguousarray(out.transpose(2, 0, 1))
+            region = cv2.resize(region, (self.crop, self.crop), interpolation=interp)
+        return np.ascontiguousarray(region)

@@ -32,8 +32,9 @@ def export_key(fields: dict) -> str:
 
 def export_onnx(module, path: str | os.PathLike, input_shape: tuple[int, int, int],
                 metadata: dict[str, str], opset: int = DEFAULT_OPSET,
-                dynamic_batch: bool = True) -> Path:
-    """Export ``module`` (input ``(B, *input_shape)``) to ``path`` atomically, with metadata."""
+                dynamic_batch: bool = True, input_dtype: str = "uint8") -> Path:
+    """Export ``module`` (input ``(B, *input_shape)`` of ``input_dtype``) to ``path``
+    atomically, with cvtool metadata."""
     import onnx
     import torch
 
@@ -42,7 +43,7 @@ def export_onnx(module, path: str | os.PathLike, input_shape: tuple[int, int, in
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".export-", suffix=".onnx")
     os.close(fd)
     try:
-        dummy = torch.zeros((1, *input_shape), dtype=torch.float32)
+        dummy = torch.zeros((1, *input_shape), dtype=getattr(torch, input_dtype))
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(
@@ -56,6 +57,7 @@ def export_onnx(module, path: str | os.PathLike, input_shape: tuple[int, int, in
             entry.key, entry.value = META_PREFIX + k, v
         model.producer_name = "cvtool"
         onnx.save(model, tmp)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -143,6 +145,8 @@ class OnnxRunner:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.intra_op_num_threads = int(threads or cpu_count())
         so.log_severity_level = 3
+        # Idle ORT threads would otherwise spin and steal the cores that decode the next batch.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         chain = provider_chain(device, cache_dir)
         try:
             self.session = ort.InferenceSession(str(path), sess_options=so, providers=chain)
@@ -166,8 +170,6 @@ class OnnxRunner:
         self.fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        if self.input_type == "tensor(float16)":
-            batch = batch.astype(np.float16)
         if self.fixed_batch and batch.shape[0] != self.fixed_batch:
             return np.concatenate([self._run_padded(batch[i:i + self.fixed_batch])
                                    for i in range(0, batch.shape[0], self.fixed_batch)])

@@ -21,7 +21,7 @@ class TorchRunner:
         self.provider = f"torch-{self.torch_device.type}"
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """``(B, C, H, W)`` float32 → model output as a numpy array."""
+        """uint8 ``(B, H, W, 3)`` (or float ``(B, 3, H, W)`` in [0, 1]) → output as numpy."""
         import torch
 
         with torch.inference_mode():

@@ -79,7 +79,7 @@ class Runner(Protocol):
     provider: str
     device: str
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+    def __call__(self, batch: np.ndarray) -> np.ndarray: ...  # uint8 (B, H, W, 3) → output
 
 
 @dataclass
@@ -149,6 +149,11 @@ def run(task_name: str, model: LoadedModel, runner: Runner, sources: Iterable[So
         postprocess: Callable[[np.ndarray, list[Frame]], list[dict]], opts: RunOptions
         ) -> Iterator[tuple[Record, Frame | None]]:
     """Yield ``(record, frame)`` per picture in input order; ``frame`` is None for failures."""
+    import cv2
+
+    # Pictures are decoded in parallel by our own workers; OpenCV's internal thread pool on
+    # top of that only fights them (and the runner) for the same cores.
+    cv2.setNumThreads(1)
     preprocess = model.preprocess
     load_image = _image_loader(preprocess, opts)
 

@@ -29,6 +29,27 @@ LITE0_STAGES = (
 BN_EPS = 1e-3
 
 
+class _SameConv(torch.autograd.Function):
+    """Convolution with explicit (top, left, bottom, right) zero padding.
+
+    Eager torch pads then convolves; the ONNX symbolic writes one Conv node with asymmetric
+    ``pads`` (which ONNX supports and torch's Conv2d does not), so ONNX Runtime sees a plain
+    convolution it can fuse and lay out freely instead of a Pad + layout reorder per layer.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, stride: int, groups: int, kernel: int,
+                top: int, left: int, bottom: int, right: int):
+        x = F.pad(x, [left, right, top, bottom])
+        return F.conv2d(x, weight, None, stride, 0, 1, groups)
+
+    @staticmethod
+    def symbolic(g, x, weight, stride, groups, kernel, top, left, bottom, right):
+        return g.op("Conv", x, weight, strides_i=[stride, stride], group_i=groups,
+                    kernel_shape_i=[kernel, kernel], pads_i=[top, left, bottom, right],
+                    dilations_i=[1, 1])
+
+
 class SameConv2d(nn.Conv2d):
     """Conv2d with TensorFlow "SAME" padding computed from the input size.
 
@@ -36,14 +57,22 @@ class SameConv2d(nn.Conv2d):
     what the TensorFlow-trained weights expect for stride-2 layers.
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ih, iw = x.shape[-2:]
-        kh, kw = self.weight.shape[-2:]
+    def pads(self, ih: int, iw: int) -> tuple[int, int, int, int]:
+        kh, kw = self.kernel_size
         sh, sw = self.stride
         pad_h = max((math.ceil(ih / sh) - 1) * sh + kh - ih, 0)
         pad_w = max((math.ceil(iw / sw) - 1) * sw + kw - iw, 0)
-        if pad_h or pad_w:
-            x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+        return (pad_h // 2, pad_w // 2, pad_h - pad_h // 2, pad_w - pad_w // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.onnx.is_in_onnx_export():
+            # Exported graphs have a fixed H×W (only the batch is dynamic): freeze the padding.
+            pads = self.pads(int(x.shape[-2]), int(x.shape[-1]))
+            return _SameConv.apply(x, self.weight, self.stride[0], self.groups,
+                                   self.kernel_size[0], *pads)
+        top, left, bottom, right = self.pads(x.shape[-2], x.shape[-1])
+        if top or left or bottom or right:
+            x = F.pad(x, [left, right, top, bottom])
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
