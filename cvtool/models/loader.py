@@ -56,7 +56,10 @@ class LoadedModel:
             module = (spec.build() if not kwargs else
                       registry.ModelSpec(spec.name, spec.task, spec.builder, spec.weights,
                                          builder_kwargs={**spec.builder_kwargs, **kwargs}).build())
-            load_into(module, load_state_dict(self.weights_path), str(self.weights_path))
+            try:
+                load_into(module, load_state_dict(self.weights_path), str(self.weights_path))
+            except WeightsError as e:
+                raise ModelError(str(e)) from None
             from cvtool.models.wrap import Normalized
 
             self._module = Normalized(module, self.preprocess.mean, self.preprocess.std).eval()

@@ -142,6 +142,8 @@ def fetch(spec: ModelSpec, timeout: float = 30.0) -> Path:
     url = spec.weights.url
     if not url:
         raise WeightsError(f"model {spec.name!r} has no download source. {how_to_get(spec)}.")
+    if offline():
+        raise WeightsError(f"cannot download {spec.name!r}: CVTOOL_OFFLINE is set. {how_to_get(spec)}.")
     dest = cached_file(spec)
     dest.parent.mkdir(parents=True, exist_ok=True)
     print(f"cvtool: downloading {spec.name} weights from {url}", file=sys.stderr)
@@ -174,14 +176,23 @@ def load_state_dict(path: str | os.PathLike) -> dict:
             from safetensors.torch import load_file
 
             return load_file(str(path))
+        import warnings
+
         import torch
 
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols are not for users
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except ImportError as e:
         raise WeightsError(f"{path}: cannot read this format ({e})") from None
     except Exception as e:  # pickle errors, zip errors, refused globals …
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WeightsError(f"{path}: not a loadable weights file ({first})") from None
+        text = str(e).strip()
+        if "Weights only load failed" in text:
+            why = ("it holds pickled Python objects, not just tensors; cvtool never unpickles "
+                   "code (weights_only=True)")
+        else:
+            why = (text.splitlines() or [type(e).__name__])[0][:200]
+        raise WeightsError(f"{path}: not a loadable weights file ({why})") from None
     if isinstance(obj, dict):
         for key in ("state_dict", "model"):
             if isinstance(obj.get(key), dict):

@@ -1,0 +1,58 @@
+"""Shared fixtures. Every test runs offline, against a private cache directory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "sample_images"
+
+# Set before cvtool is imported anywhere: a private cache and no network, for the whole session.
+_HOME = tempfile.mkdtemp(prefix="cvtool-test-home-")
+os.environ["CVTOOL_HOME"] = _HOME
+os.environ["CVTOOL_OFFLINE"] = "1"
+
+
+@pytest.fixture(scope="session")
+def samples() -> Path:
+    return SAMPLES
+
+
+@pytest.fixture(scope="session")
+def cvtool_home() -> Path:
+    return Path(_HOME)
+
+
+@pytest.fixture
+def cli():
+    """Run the CLI in-process (typer's runner); returns the click Result (stdout/stderr/exit_code)."""
+    from typer.testing import CliRunner
+
+    from cvtool.cli.app import app
+
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None):
+        return runner.invoke(app, [str(a) for a in args], input=input, catch_exceptions=False)
+
+    return invoke
+
+
+def run_cvtool(*args: str, input: str | None = None, env: dict | None = None, cwd: Path = ROOT,
+               python_flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """Run ``python -m cvtool`` as a real process (stdout is a pipe, as in a shell pipeline)."""
+    return subprocess.run([sys.executable, *python_flags, "-m", "cvtool", *map(str, args)], input=input,
+                          capture_output=True, text=True, cwd=cwd, env={**os.environ, **(env or {})},
+                          timeout=300)
+
+
+def jsonl(text: str) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
