@@ -125,7 +125,9 @@ class Output:
             from rich.console import Console
             from rich.table import Table
 
-            t = Table(*self.table_columns, header_style="bold")
+            t = Table(header_style="bold")
+            for name in self.table_columns:
+                t.add_column(name, overflow="fold")
             for row in self.rows:
                 t.add_row(*row)
             Console().print(t)
