@@ -313,3 +313,15 @@ def test_warm_cache_run_does_not_import_torch(samples, lite0):
     assert proc.returncode == 0
     imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if "|" in line}
     assert "onnxruntime" in imported and "torch" not in imported
+
+
+def test_table_format_for_terminals(cli, samples, tmp_path):
+    res = cli("classify", samples / "cat.jpg", tmp_path / "nope.jpg", "--format", "table", "-k", "2")
+    assert res.exit_code == 1
+    assert "┃ source" in res.stdout and any(name in res.stdout for name in CAT_CLASSES)
+    assert "error: no such file" in res.stdout and "{" not in res.stdout
+
+
+def test_version_and_module_entry_point():
+    proc = run_cvtool("--version")
+    assert proc.returncode == 0 and proc.stdout.startswith("cvtool 0.")
