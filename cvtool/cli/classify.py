@@ -26,6 +26,7 @@ def classify(
     max_pixels: c.MaxPixelsOpt = None,
     workers: c.WorkersOpt = None,
     threads: c.ThreadsOpt = None,
+    allow_cpu_fallback: c.FallbackOpt = False,
     quiet: c.QuietOpt = False,
 ) -> None:
     """Classify images: top-k labels with scores, one record per image (or video frame).
@@ -46,7 +47,8 @@ def classify(
     try:
         loaded = load(model, weights, task=TASK)
         runner = make_runner(loaded, backend, device, threads,
-                             notify=None if not quiet else (lambda _m: None))
+                             notify=None if not quiet else (lambda _m: None),
+                             allow_cpu_fallback=allow_cpu_fallback)
         saver = PictureSaver(save, overwrite) if save is not None else None
         srcs, total = c.collect_sources(sources)
         out = c.Output(fmt, output, overwrite, quiet, total, table_row=_row,

@@ -41,6 +41,7 @@ VidStrideOpt = Annotated[int, typer.Option("--vid-stride", min=1, help="Use ever
 MaxPixelsOpt = Annotated[Optional[int], typer.Option("--max-pixels", min=1, help="Refuse images with more pixels than this (decompression-bomb guard; default 89,478,485).")]
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=1, help="Decode threads (default: min(4, cores)).")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU inference threads (default: all cores).")]
+FallbackOpt = Annotated[bool, typer.Option("--allow-cpu-fallback", help="With --device cuda: run on the CPU (and say so) when CUDA cannot load, instead of failing.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, per-error messages or summary on stderr.")]
 
 

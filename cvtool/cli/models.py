@@ -114,3 +114,47 @@ def import_cmd(
     except (registry.UnknownModel, WeightsError) as e:
         raise c.fail(str(e)) from None
     print(str(dest))
+
+
+@app.command("bench")
+def bench_cmd(
+    model: Annotated[str, typer.Argument(help="Registry name, .onnx file or checkpoint.")],
+    weights: c.WeightsOpt = None,
+    batches: Annotated[str, typer.Option("--batches", help="Batch sizes to try for throughput.")] = "1,2,4,8,16,32",
+    seconds: Annotated[float, typer.Option("--seconds", min=0.05, help="Time per measurement.")] = 1.0,
+    threads: c.ThreadsOpt = None,
+    no_torch: Annotated[bool, typer.Option("--no-torch", help="Skip torch eager.")] = False,
+    fmt: c.FormatOpt = "auto",
+) -> None:
+    """Latency (batch 1) and throughput (best batch) on every backend/provider that loads here."""
+    from cvtool.export.onnx import ExportError
+    from cvtool.models.loader import ModelError, load
+    from cvtool.runtime.bench import bench
+
+    c.check_format(fmt)
+    try:
+        sizes = tuple(int(b) for b in batches.split(",") if b.strip())
+        if not sizes or min(sizes) < 1:
+            raise ValueError
+    except ValueError:
+        raise c.fail(f"--batches {batches!r}: expected positive integers separated by commas") from None
+    try:
+        rows = bench(load(model, weights), sizes, seconds, threads, include_torch=not no_torch)
+    except (ModelError, ExportError) as e:
+        raise c.fail(str(e)) from None
+    if fmt == "table" or (fmt == "auto" and sys.stdout.isatty()):
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table("backend", "provider", "device", "latency ms (batch 1)", "img/s (best batch)", "best batch",
+                  title=f"{model}", header_style="bold")
+        for r in rows:
+            if "error" in r:
+                t.add_row(r["backend"], r["provider"], "", r["error"], "", "")
+            else:
+                t.add_row(r["backend"], r["provider"], r["device"], f"{r['latency_ms_batch1']:.2f}",
+                          f"{r['throughput_img_s']:.1f}", str(r["best_batch"]))
+        Console().print(t)
+    else:
+        for r in rows:
+            print(json.dumps({"model": model, **r}))

@@ -45,6 +45,10 @@ class ModelSpec:
     weights: Weights
     description: str = ""
     builder_kwargs: dict = field(default_factory=dict)
+    # Which input sizes the network takes: "dynamic" (any H×W, even within one ONNX file),
+    # "static" (any H×W, but fixed per export, e.g. TF "SAME" padding), "fixed" (only the
+    # trained size, e.g. ViT's position embeddings).
+    input_sizes: str = "dynamic"
 
     def build(self):
         """Instantiate the network (imports torch)."""

@@ -25,5 +25,7 @@ class Normalized(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.uint8:
-            x = x.permute(0, 3, 1, 2).float() * (1.0 / 255.0)
+            x = x.permute(0, 3, 1, 2).to(self.scale.dtype) * (1.0 / 255.0)
+        else:
+            x = x.to(self.scale.dtype)
         return self.net(x * self.scale + self.shift)

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import numpy as np
 
-from cvtool.runtime.device import Device, torch_device
+from cvtool.runtime.device import Device, DeviceError, torch_device
 
 
 class TorchRunner:
     backend = "torch"
 
-    def __init__(self, module, device: Device, threads: int | None = None):
+    def __init__(self, module, device: Device, threads: int | None = None,
+                 allow_cpu_fallback: bool = False):
         import torch
 
         if threads:
             torch.set_num_threads(int(threads))
-        self.torch_device = torch_device(device)
+        self.note = None
+        try:
+            self.torch_device = torch_device(device)
+        except DeviceError as e:
+            if not (allow_cpu_fallback and device.kind == "cuda"):
+                raise
+            self.torch_device = torch.device("cpu")
+            self.note = f"{e}; running on the CPU as --allow-cpu-fallback allows"
         self.module = module.eval().to(self.torch_device)
         self.device = str(self.torch_device)
         self.provider = f"torch-{self.torch_device.type}"

@@ -91,9 +91,11 @@ class Prepared:
 
 
 def make_runner(model: LoadedModel, backend: str = "auto", device: str = "auto",
-                threads: int | None = None, notify: Callable[[str], None] | None = None) -> Runner:
+                threads: int | None = None, notify: Callable[[str], None] | None = None,
+                allow_cpu_fallback: bool = False) -> Runner:
     """Build the runner for ``model``: ONNX Runtime by default, torch on request or as the
-    fallback when a model cannot be exported. Raises ModelError/DeviceError with a clear text."""
+    fallback when a model cannot be exported. Raises ModelError/DeviceError with a clear text;
+    a CUDA request that cannot be met is an error unless ``allow_cpu_fallback``."""
     from cvtool.models.weights import cache_home
 
     dev = parse_device(device)
@@ -114,10 +116,16 @@ def make_runner(model: LoadedModel, backend: str = "auto", device: str = "auto",
                 raise ModelError(f"{model.name}: ONNX export failed ({str(e).splitlines()[0][:200]})") from None
             notify(f"{model.name}: ONNX export failed ({type(e).__name__}); running on torch instead")
         else:
-            return OnnxRunner(path, dev, threads, cache_home())
+            runner = OnnxRunner(path, dev, threads, cache_home(), allow_cpu_fallback)
+            if runner.note:
+                notify(runner.note)
+            return runner
     from cvtool.runtime.torch import TorchRunner
 
-    return TorchRunner(model.torch_module(), dev, threads)
+    runner = TorchRunner(model.torch_module(), dev, threads, allow_cpu_fallback)
+    if runner.note:
+        notify(runner.note)
+    return runner
 
 
 def _image_loader(preprocess, opts: RunOptions) -> Callable[[str], Prepared]:

@@ -8,6 +8,7 @@ register(ModelSpec(
     task="classify",
     builder="cvtool.models.zoo.efficientnet_lite:efficientnet_lite0",
     description="EfficientNet-Lite0 ImageNet classifier (4.7M parameters); the bundled default.",
+    input_sizes="static",
     weights=Weights(
         filename="efficientnet-lite0-57934424.pth",
         # TF-style inputs in [-1, 1]: (x/255 - 0.5) / 0.5.

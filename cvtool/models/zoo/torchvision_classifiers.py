@@ -29,6 +29,10 @@ for _name, _file, _resize, _interp, _top1, _params in _CLASSIFIERS:
         task="classify",
         builder=f"torchvision.models:{_name}",
         builder_kwargs={"weights": None},
+        # ViT: position embeddings fix 224×224. AlexNet/VGG: adaptive pooling to a fixed grid,
+        # which ONNX export can only write for a known input size.
+        input_sizes="fixed" if _name.startswith("vit_") else
+        "static" if _name in ("alexnet", "vgg16") else "dynamic",
         description=f"torchvision {_name} ImageNet classifier ({_params}M parameters).",
         weights=Weights(
             filename=_file,

@@ -1,0 +1,1 @@
+"""Exporting models to ONNX for use outside cvtool, with checks (see :mod:`cvtool.export.onnx`)."""
