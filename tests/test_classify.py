@@ -14,7 +14,7 @@ from conftest import jsonl, run_cvtool
 
 CAT_CLASSES = {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat", "lynx"}
 COMMON_KEYS = {"source", "frame", "timestamp", "task", "model", "backend", "provider", "device", "ok",
-               "error", "image_size", "time_ms"}
+               "error", "image_size", "time_ms", "batch_size"}
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_jsonl_contract_for_a_folder(samples):
         assert COMMON_KEYS <= set(r) and r["ok"] is True and r["error"] is None
         assert r["task"] == "classify" and r["model"] == "efficientnet_lite0" and r["frame"] is None
         assert r["device"] == "cpu" and r["image_size"]["width"] > 0
-        assert set(r["time_ms"]) == {"decode", "preprocess", "inference", "batch"}
+        assert set(r["time_ms"]) == {"decode", "preprocess", "inference"} and r["batch_size"] == 6
         assert all(v >= 0 for v in r["time_ms"].values())
         assert len(r["topk"]) == 2 and r["label"] == r["topk"][0]["label"]
     assert "Traceback" not in proc.stderr
@@ -217,7 +217,8 @@ def test_csv_output(cli, tmp_path, samples):
     assert len(rows) == 2
     assert rows[0]["label"] in CAT_CLASSES and rows[0]["image_size.width"] == "451"
     assert len(json.loads(rows[0]["topk"])) == 3
-    assert rows[1]["ok"] == "False" and "no such file" in rows[1]["error"]
+    assert rows[0]["ok"] == "true" and rows[1]["ok"] == "false" and "no such file" in rows[1]["error"]
+    assert b"\r\n" not in out.read_bytes()
 
 
 def test_save_draws_labels_on_copies(cli, tmp_path, samples):

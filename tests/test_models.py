@@ -108,7 +108,7 @@ def test_import_checks_checksum_and_architecture(cli, resnet18_file, tmp_path, c
         listed = {r["name"]: r for r in jsonl(cli("models", "list", "-f", "jsonl").stdout)}
         assert listed["resnet18"]["weights"] == "cache"
         assert listed["efficientnet_lite0"]["weights"] == "package"
-        assert listed["resnet50"]["weights"] == "download"
+        assert listed["resnet50"]["weights"] == "missing (offline)"
     finally:
         cached.unlink()
 

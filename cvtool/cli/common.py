@@ -26,7 +26,7 @@ def fail(msg: str, code: int = EXIT_USAGE) -> "typer.Exit":
 
 # Shared option declarations (typer.Option objects are reusable as Annotated metadata).
 Sources = Annotated[list[str], typer.Argument(
-    help="Image files, folders (searched recursively), globs, video files, or - to read paths from stdin.",
+    help="Image files, folders (searched recursively for image files), globs, video files, or - to read paths from stdin.",
     show_default=False)]
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Registry name, cvtool .onnx file, or `cvtool train` checkpoint.")]
 WeightsOpt = Annotated[Optional[str], typer.Option("--weights", help="Weights file for a registry model (overrides cache and packages).")]
@@ -133,10 +133,13 @@ class Output:
                 t.add_row(*row)
             Console().print(t)
         dt = time.perf_counter() - self.t0
-        if not self.quiet and (sys.stderr.isatty() or self._file is not None or self.failed):
+        if interrupted and self._file is not None and not self.quiet:
+            print(f"cvtool: interrupted after {self.n} records; {self._file.path} was not written",
+                  file=sys.stderr)
+        elif not self.quiet and (sys.stderr.isatty() or self._file is not None or self.failed):
             rate = f" ({self.n / dt:.1f}/s)" if dt > 0 and self.n > 1 else ""
             fail_txt = f", {self.failed} failed" if self.failed else ""
-            print(f"cvtool: {self.n} {self.noun}{'s' if self.n != 1 else ''} in {dt:.2f} s{rate}{fail_txt}",
+            print(f"cvtool: {self.n} record{'s' if self.n != 1 else ''} in {dt:.2f} s{rate}{fail_txt}",
                   file=sys.stderr)
         return EXIT_FAILED if self.failed else EXIT_OK
 

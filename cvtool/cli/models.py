@@ -21,7 +21,7 @@ def list_cmd(
 ) -> None:
     """List registered models and whether their weights are available offline."""
     from cvtool.models import registry
-    from cvtool.models.weights import _package_file, cached_file
+    from cvtool.models.weights import _package_file, cached_file, offline
 
     c.check_format(fmt)
     rows = []
@@ -31,7 +31,7 @@ def list_cmd(
         elif _package_file(spec) is not None:
             where = "package"
         else:
-            where = "download" if spec.weights.url else "missing"
+            where = ("download" if not offline() else "missing (offline)") if spec.weights.url else "missing"
         rows.append({"name": spec.name, "task": spec.task, "weights": where,
                      "license": spec.weights.license.split(";")[0],
                      "top1": spec.weights.metrics.get("imagenet_top1"), "description": spec.description})
@@ -39,7 +39,9 @@ def list_cmd(
         from rich.console import Console
         from rich.table import Table
 
-        t = Table("name", "task", "weights", "ImageNet top-1", "license", header_style="bold")
+        t = Table(header_style="bold")
+        for col in ("name", "task", "weights", "ImageNet top-1", "license"):
+            t.add_column(col, overflow="fold")
         for r in rows:
             t.add_row(r["name"], r["task"], r["weights"], "" if r["top1"] is None else f"{r['top1']:.1f}",
                       r["license"])

@@ -21,6 +21,11 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+# FFmpeg (inside OpenCV) would print its own complaints about broken videos to stderr; cvtool
+# reports each failure once, in its record. Must be set before cv2 is first imported.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+
 # Pillow's own guard warns above ~89.5 Mpx and refuses above twice that; we refuse above the
 # warning threshold by default (configurable with --max-pixels / CVTOOL_MAX_PIXELS).
 DEFAULT_MAX_PIXELS = 89_478_485
@@ -233,8 +238,8 @@ def iter_video_frames(path: str, stride: int = 1, max_pixels: int | None = None
                       ) -> Iterator[tuple[int, float | None, np.ndarray, float]]:
     """Yield ``(frame_index, timestamp_s, rgb, fps)`` for every ``stride``-th frame.
 
-    Frames are read one at a time (skipped frames are grabbed, not decoded), so memory stays
-    bounded however long the video is.
+    Frames are read one at a time (skipped frames are only grabbed: no colour conversion or
+    copy), so memory stays bounded however long the video is.
     """
     import cv2
 

@@ -70,6 +70,8 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
             out.update(_flatten(v, key + "."))
         elif isinstance(v, list):
             out[key] = json.dumps(v, ensure_ascii=False)
+        elif isinstance(v, bool):
+            out[key] = "true" if v else "false"  # as in the JSON records
         else:
             out[key] = v
     return out
@@ -106,7 +108,7 @@ class RecordWriter:
         cols = list(first)
         for p in self._pending:
             cols += [c for c in p if c not in cols]
-        self._csv = csv.DictWriter(self.stream, fieldnames=cols, extrasaction="ignore")
+        self._csv = csv.DictWriter(self.stream, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
         self._csv.writeheader()
         for p in self._pending:
             self._csv.writerow(p)

