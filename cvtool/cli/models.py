@@ -63,9 +63,12 @@ def info_cmd(model: Annotated[str, typer.Argument(help="Registry name or cvtool 
             m = load(model)
         except ModelError as e:
             raise c.fail(str(e)) from None
+        from cvtool.runtime.onnx import read_metadata
+
+        meta = {k: v for k, v in read_metadata(model).items() if k not in ("labels", "preprocess")}
         info = {"name": m.name, "file": str(m.onnx_file), "task": m.task,
                 "preprocess": json.loads(m.preprocess.to_json()), "num_labels": len(m.labels),
-                "labels_head": list(m.labels[:5]), "weights_sha256": m.weights_sha256}
+                "labels_head": list(m.labels[:5]), "weights_sha256": m.weights_sha256, "metadata": meta}
     else:
         try:
             spec = registry.get(model)
