@@ -134,7 +134,7 @@ def bench_cmd(
     """Latency (batch 1) and throughput (best batch) on every backend/provider that loads here."""
     from cvtool.export.onnx import ExportError
     from cvtool.models.loader import ModelError, load
-    from cvtool.runtime.bench import bench
+    from cvtool.export.bench import bench
 
     c.check_format(fmt)
     try:
