@@ -144,6 +144,60 @@ class Output:
         return EXIT_FAILED if self.failed else EXIT_OK
 
 
+def run_task_command(task: str, sources: list[str], *, model: str, weights: str | None,
+                     make_postprocess: Callable, annotate: Callable | None, table_row: Callable,
+                     table_columns: list[str], batch: int, device: str, backend: str, fmt: str,
+                     output: Path | None, overwrite: bool, save: Path | None, vid_stride: int,
+                     max_pixels: int | None, workers: int | None, threads: int | None,
+                     allow_cpu_fallback: bool, quiet: bool) -> None:
+    """The body every inference subcommand shares: load the model, pick the runner, stream the
+    inputs through the task, save annotated pictures, emit records, exit with the right code."""
+    from cvtool.io.sinks import PictureSaver, SinkError
+    from cvtool.models.loader import ModelError, load
+    from cvtool.runtime.device import DeviceError
+    from cvtool.tasks.base import RunOptions, make_runner, run
+
+    try:
+        loaded = load(model, weights, task=task)
+        runner = make_runner(loaded, backend, device, threads,
+                             notify=None if not quiet else (lambda _m: None),
+                             allow_cpu_fallback=allow_cpu_fallback)
+        saver = PictureSaver(save, overwrite) if save is not None else None
+        srcs, total = collect_sources(sources)
+        out = Output(fmt, output, overwrite, quiet, total, table_row=table_row, table_columns=table_columns)
+    except (ModelError, DeviceError, SinkError) as e:
+        raise fail(str(e)) from None
+
+    opts = RunOptions(backend=backend, device=device, batch=batch, workers=workers, threads=threads,
+                      vid_stride=vid_stride, max_pixels=max_pixels, keep_pixels=saver is not None)
+    interrupted = False
+    try:
+        for record, frame in run(task, loaded, runner, srcs, make_postprocess(loaded), opts):
+            d = record.to_dict()
+            if saver is not None and frame is not None and annotate is not None:
+                try:
+                    drawn = annotate(frame.rgb, d)
+                    d["saved"] = str(saver.add_video_frame(frame.source, drawn, frame.meta.get("fps"))
+                                     if frame.frame is not None else saver.save_image(frame.source, drawn))
+                except SinkError as e:
+                    d.update(ok=False, error=f"not saved: {e}")
+                frame.rgb = None
+            out.add(d)
+    except KeyboardInterrupt:
+        interrupted = True
+    except BrokenPipeError:
+        quiet_stdout_pipe()
+        raise typer.Exit(EXIT_OK)
+    finally:
+        if saver is not None:
+            saver.close()
+    code = out.close(interrupted)
+    if interrupted:
+        print("cvtool: interrupted", file=sys.stderr)
+        raise typer.Exit(130)
+    raise typer.Exit(code)
+
+
 def quiet_stdout_pipe() -> None:
     """After a BrokenPipeError (``cvtool … | head``), exit quietly like other Unix tools."""
     try:
