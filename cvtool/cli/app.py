@@ -8,12 +8,13 @@ import typer
 
 from cvtool import __version__
 from cvtool.cli import classify as classify_cmd
+from cvtool.cli import detect as detect_cmd
 from cvtool.cli import export as export_cmd
 from cvtool.cli import models as models_cmd
 
 app = typer.Typer(
     name="cvtool",
-    help="Vision jobs from the shell: classify images, export models to ONNX, manage models. Records go to stdout as JSON "
+    help="Vision jobs from the shell: classify images, detect objects, export models to ONNX, manage models. Records go to stdout as JSON "
          "Lines when piped; messages to stderr. Exit code 0 = all inputs ok, 1 = some failed, 2 = usage.",
     no_args_is_help=True,
     add_completion=False,
@@ -35,6 +36,7 @@ def _root(version: Annotated[Optional[bool], typer.Option("--version", callback=
 
 
 app.command("classify", no_args_is_help=True)(classify_cmd.classify)
+app.command("detect", no_args_is_help=True)(detect_cmd.detect)
 app.command("export", no_args_is_help=True)(export_cmd.export)
 app.add_typer(models_cmd.app, name="models")
 

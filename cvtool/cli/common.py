@@ -149,16 +149,20 @@ def run_task_command(task: str, sources: list[str], *, model: str, weights: str 
                      table_columns: list[str], batch: int, device: str, backend: str, fmt: str,
                      output: Path | None, overwrite: bool, save: Path | None, vid_stride: int,
                      max_pixels: int | None, workers: int | None, threads: int | None,
-                     allow_cpu_fallback: bool, quiet: bool) -> None:
+                     allow_cpu_fallback: bool, quiet: bool, make_sinks: Callable | None = None,
+                     loaded=None, noun: str = "record") -> None:
     """The body every inference subcommand shares: load the model, pick the runner, stream the
-    inputs through the task, save annotated pictures, emit records, exit with the right code."""
-    from cvtool.io.sinks import PictureSaver, SinkError
+    inputs through the task, save annotated pictures, feed the task's extra sinks (objects with
+    ``add(record, frame)`` and ``close()``, made by ``make_sinks(loaded)``), emit records, exit
+    with the right code."""
+    from cvtool.io.sinks import CocoResultsWriter, PictureSaver, SinkError
     from cvtool.models.loader import ModelError, load
     from cvtool.runtime.device import DeviceError
     from cvtool.tasks.base import RunOptions, make_runner, run
 
     try:
-        loaded = load(model, weights, task=task)
+        loaded = loaded or load(model, weights, task=task)
+        sinks = make_sinks(loaded) if make_sinks else []
         runner = make_runner(loaded, backend, device, threads,
                              notify=None if not quiet else (lambda _m: None),
                              allow_cpu_fallback=allow_cpu_fallback)
@@ -169,7 +173,8 @@ def run_task_command(task: str, sources: list[str], *, model: str, weights: str 
         raise fail(str(e)) from None
 
     opts = RunOptions(backend=backend, device=device, batch=batch, workers=workers, threads=threads,
-                      vid_stride=vid_stride, max_pixels=max_pixels, keep_pixels=saver is not None)
+                      vid_stride=vid_stride, max_pixels=max_pixels,
+                      keep_pixels=saver is not None or any(getattr(s, "needs_pixels", False) for s in sinks))
     interrupted = False
     try:
         for record, frame in run(task, loaded, runner, srcs, make_postprocess(loaded), opts):
@@ -181,6 +186,12 @@ def run_task_command(task: str, sources: list[str], *, model: str, weights: str 
                                      if frame.frame is not None else saver.save_image(frame.source, drawn))
                 except SinkError as e:
                     d.update(ok=False, error=f"not saved: {e}")
+            if frame is not None:
+                for sink in sinks:
+                    try:
+                        sink.add(d, frame)
+                    except SinkError as e:
+                        d.update(ok=False, error=f"not saved: {e}")
                 frame.rgb = None
             out.add(d)
     except KeyboardInterrupt:
@@ -191,6 +202,12 @@ def run_task_command(task: str, sources: list[str], *, model: str, weights: str 
     finally:
         if saver is not None:
             saver.close()
+    for sink in sinks:
+        try:
+            sink.close(interrupted) if isinstance(sink, CocoResultsWriter) else sink.close()
+        except SinkError as e:
+            print(f"cvtool: error: {e}", file=sys.stderr)
+            out.failed += 1
     code = out.close(interrupted)
     if interrupted:
         print("cvtool: interrupted", file=sys.stderr)

@@ -171,13 +171,14 @@ class PictureSaver:
 
         if self._video is None or self._video[0] != source:
             self.finish_video()
-            final = self._target(source, ".mp4")
+            fourcc, ext = video_codec()
+            final = self._target(source, ext)
             if final.exists() and not self.overwrite:
                 raise SinkError(f"{final} already exists (pass --overwrite to replace it)")
-            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{final.stem}.", suffix=".mp4")
+            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{final.stem}.", suffix=ext)
             os.close(fd)
             h, w = rgb.shape[:2]
-            writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), fps or 25.0, (w, h))
+            writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*fourcc), fps or 25.0, (w, h))
             if not writer.isOpened():
                 os.unlink(tmp)
                 raise SinkError(f"OpenCV cannot write video {final.name}")
@@ -194,6 +195,132 @@ class PictureSaver:
 
     def close(self) -> None:
         self.finish_video()
+
+
+_CODEC: tuple[str, str] | None = None
+
+
+def video_codec() -> tuple[str, str]:
+    """(fourcc, extension) for annotated videos: VP9 in WebM, which browsers play, where this
+    OpenCV build can write it; otherwise MPEG-4 Part 2 in .mp4 (plays in VLC/ffplay, not in
+    most browsers)."""
+    global _CODEC
+    if _CODEC is None:
+        import cv2
+        import numpy as np
+
+        fd, probe = tempfile.mkstemp(suffix=".webm")
+        os.close(fd)
+        try:
+            w = cv2.VideoWriter(probe, cv2.VideoWriter_fourcc(*"VP90"), 10.0, (32, 32))
+            ok = w.isOpened()
+            if ok:
+                w.write(np.zeros((32, 32, 3), np.uint8))
+            w.release()
+            ok = ok and os.path.getsize(probe) > 0
+        finally:
+            os.unlink(probe)
+        _CODEC = ("VP90", ".webm") if ok else ("mp4v", ".mp4")
+    return _CODEC
+
+
+class CropSaver:
+    """``--save-crops DIR``: one image per detection, ``DIR/<label>/<stem>[_f<frame>]_<n>.jpg``."""
+
+    needs_pixels = True
+
+    def __init__(self, folder: str | os.PathLike, overwrite: bool = False):
+        self.folder = Path(folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise SinkError(f"--save-crops {folder}: exists and is not a folder")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.overwrite = overwrite
+
+    def add(self, record: dict, frame) -> None:
+        import cv2
+
+        stem = Path(record["source"]).stem + (f"_f{record['frame']:06d}" if record.get("frame") is not None else "")
+        paths = []
+        for n, det in enumerate(record.get("detections", [])):
+            x1, y1, x2, y2 = (int(round(v)) for v in det["box"])
+            if x2 <= x1 or y2 <= y1:
+                continue
+            crop = frame.rgb[y1:y2, x1:x2]
+            folder = self.folder / (det["label"].replace("/", "_").replace(" ", "_") or str(det["class_id"]))
+            folder.mkdir(exist_ok=True)
+            path = folder / f"{stem}_{n}.jpg"
+            ok, buf = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+            if ok:
+                write_bytes_atomic(path, buf.tobytes(), self.overwrite)
+                paths.append(str(path))
+        record["crops"] = paths
+
+    def close(self) -> None:
+        pass
+
+
+class CocoResultsWriter:
+    """``--coco-json FILE``: detections in COCO's results format, written atomically at the end.
+
+    ``image_id``: the id ``ids`` maps the file name to (ground truth given), else the number in a
+    COCO-style file name (``000000397133.jpg`` → 397133), else the picture's position in the run
+    (1-based). ``category_id`` is the model's class id (the 90-id COCO numbering for COCO models)."""
+
+    def __init__(self, path: str | os.PathLike, overwrite: bool = False, ids: dict[str, int] | None = None):
+        self.file = AtomicFile(path, overwrite=overwrite)
+        self.ids, self.results, self.n = ids, [], 0
+
+    def image_id(self, record: dict) -> int | None:
+        name = Path(record["source"]).name
+        if self.ids is not None:
+            return self.ids.get(name)
+        stem = Path(name).stem
+        return int(stem) if stem.isdigit() and record.get("frame") is None else self.n
+
+    def add(self, record: dict, frame) -> None:
+        self.n += 1
+        image_id = self.image_id(record)
+        if image_id is None:
+            return
+        record["image_id"] = image_id
+        for det in record.get("detections", []):
+            x1, y1, x2, y2 = det["box"]
+            self.results.append({"image_id": image_id, "category_id": det["class_id"],
+                                 "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                                 "score": det["score"]})
+
+    def close(self, interrupted: bool = False) -> None:
+        fh = self.file.__enter__()
+        json.dump(self.results, fh)
+        self.file.__exit__(KeyboardInterrupt if interrupted else None, None, None)
+
+
+class YoloTxtWriter:
+    """``--yolo-txt DIR``: one ``<stem>.txt`` per picture, a line per detection:
+    ``class x_center y_center width height score`` (normalised; class = contiguous 0–79 index)."""
+
+    def __init__(self, folder: str | os.PathLike, class_index: dict[int, int], overwrite: bool = False):
+        self.folder = Path(folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise SinkError(f"--yolo-txt {folder}: exists and is not a folder")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.index, self.overwrite = class_index, overwrite
+
+    def add(self, record: dict, frame) -> None:
+        w, h = frame.orig_size
+        stem = Path(record["source"]).stem + (f"_f{record['frame']:06d}" if record.get("frame") is not None else "")
+        lines = []
+        for det in record.get("detections", []):
+            x1, y1, x2, y2 = det["box"]
+            cls = self.index.get(det["class_id"], det["class_id"])
+            lines.append(f"{cls} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} "
+                         f"{(y2 - y1) / h:.6f} {det['score']:.5f}")
+        path = self.folder / f"{stem}.txt"
+        write_bytes_atomic(path, ("\n".join(lines) + ("\n" if lines else "")).encode(), self.overwrite)
+        record["yolo_txt"] = str(path)
+
+    def close(self) -> None:
+        pass
 
 
 def stringify(records: list[dict]) -> str:

@@ -62,6 +62,10 @@ class LoadedModel:
                 raise ModelError(str(e)) from None
             from cvtool.models.wrap import Normalized
 
+            if self.task == "detect":
+                from cvtool.models.detection import DetectWithNMS
+
+                module = DetectWithNMS(module)
             self._module = Normalized(module, self.preprocess.mean, self.preprocess.std).eval()
         return self._module
 
@@ -80,7 +84,16 @@ class LoadedModel:
             input_shape=(self.preprocess.crop, self.preprocess.crop, 3),
             metadata=self.metadata(),
             opset=opset or DEFAULT_OPSET,
+            extra_inputs=self.extra_inputs(),
         )
+
+    def extra_inputs(self) -> dict:
+        """Inputs besides the pictures, with example values (as numpy), in the graph's order."""
+        if self.task == "detect":
+            import numpy as np
+
+            return {"iou_threshold": np.array([0.6], np.float32), "score_threshold": np.array([0.01], np.float32)}
+        return {}
 
     def metadata(self) -> dict[str, str]:
         from cvtool import __version__

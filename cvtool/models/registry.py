@@ -34,6 +34,7 @@ class Weights:
     sha256_prefix: str | None = None
     package: str | None = None
     package_path: str | None = None
+    converter: str | None = None  # "module:function(package_file, dest) -> dest" for foreign formats
     metrics: dict = field(default_factory=dict)
 
 
@@ -58,7 +59,8 @@ class ModelSpec:
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
-_ZOO_MODULES = ("cvtool.models.zoo.efficientnet_lite_spec", "cvtool.models.zoo.torchvision_classifiers")
+_ZOO_MODULES = ("cvtool.models.zoo.efficientnet_lite_spec", "cvtool.models.zoo.torchvision_classifiers",
+                "cvtool.models.zoo.ssd_spec")
 _loaded = False
 
 

@@ -123,6 +123,15 @@ def resolve(spec: ModelSpec, weights_path: str | os.PathLike | None = None,
         return ResolvedWeights(cached, "cache", sha256_file(cached))
     pkg = _package_file(spec)
     if pkg is not None:
+        if spec.weights.converter:  # a foreign format (e.g. a TF graph): convert once into the cache
+            module, _, func = spec.weights.converter.partition(":")
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                getattr(importlib.import_module(module), func)(pkg, cached)
+            except Exception as e:
+                raise WeightsError(f"could not convert the packaged weights of {spec.name!r} ({pkg}): "
+                                   f"{(str(e).splitlines() or [type(e).__name__])[0][:200]}") from None
+            return ResolvedWeights(cached, "package", sha256_file(cached))
         return ResolvedWeights(pkg, "package", sha256_file(pkg))
     if download and spec.weights.url and not offline():
         path = fetch(spec)

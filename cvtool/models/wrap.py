@@ -23,9 +23,10 @@ class Normalized(nn.Module):
         self.register_buffer("scale", 1.0 / std_t, persistent=False)
         self.register_buffer("shift", -mean_t / std_t, persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *extra: torch.Tensor):
+        """``extra`` inputs (e.g. a detector's NMS thresholds) pass through to ``net``."""
         if x.dtype == torch.uint8:
             x = x.permute(0, 3, 1, 2).to(self.scale.dtype) * (1.0 / 255.0)
         else:
             x = x.to(self.scale.dtype)
-        return self.net(x * self.scale + self.shift)
+        return self.net(x * self.scale + self.shift, *extra)

@@ -35,13 +35,15 @@ def export_key(fields: dict) -> str:
 def export_onnx(module, path: str | os.PathLike, input_shape: tuple[int, int, int],
                 metadata: dict[str, str], opset: int = DEFAULT_OPSET,
                 dynamic_batch: bool = True, input_dtype: str = "uint8", batch: int = 1,
-                dynamic_size: bool = False, device: str = "cpu") -> Path:
+                dynamic_size: bool = False, device: str = "cpu", extra_inputs: dict | None = None) -> Path:
     """Export ``module`` (input ``(B, *input_shape)`` of ``input_dtype``, NHWC) to ``path``
     atomically, with cvtool metadata.
 
     ``dynamic_batch`` leaves the batch axis free (else it is fixed to ``batch``);
     ``dynamic_size`` also frees height and width. The module is traced where it lies
-    (``device``); pass a half-precision copy for an fp16 export.
+    (``device``); pass a half-precision copy for an fp16 export. ``extra_inputs`` (name →
+    example numpy array) become further graph inputs, e.g. a detector's NMS thresholds; a
+    detector's output is a flat list whose first axis is the number of detections.
     """
     import onnx
     import torch
@@ -54,9 +56,12 @@ def export_onnx(module, path: str | os.PathLike, input_shape: tuple[int, int, in
         module = module.eval()
         dummy = torch.zeros((batch if not dynamic_batch else 1, *input_shape),
                             dtype=getattr(torch, input_dtype), device=device)
+        extra = {k: torch.from_numpy(v).to(device) for k, v in (extra_inputs or {}).items()}
         axes: dict[str, dict[int, str]] = {"input": {}, "output": {}}
         if dynamic_batch:
             axes["input"][0] = axes["output"][0] = "batch"
+        if extra:
+            axes["output"][0] = "detections"
         if dynamic_size:
             axes["input"].update({1: "height", 2: "width"})
         fastpath = torch.backends.mha.get_fastpath_enabled()
@@ -66,8 +71,8 @@ def export_onnx(module, path: str | os.PathLike, input_shape: tuple[int, int, in
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
-                    module, (dummy,), tmp, dynamo=False, opset_version=opset,
-                    input_names=["input"], output_names=["output"],
+                    module, (dummy, *extra.values()), tmp, dynamo=False, opset_version=opset,
+                    input_names=["input", *extra], output_names=["output"],
                     dynamic_axes={k: v for k, v in axes.items() if v} or None,
                 )
         finally:
@@ -97,7 +102,7 @@ def set_metadata(model, metadata: dict[str, str]) -> None:
 
 def cached_export(cache_dir: Path, name: str, key_fields: dict, build: Callable[[], object],
                   input_shape: tuple[int, int, int], metadata: dict[str, str],
-                  opset: int = DEFAULT_OPSET) -> tuple[Path, bool]:
+                  opset: int = DEFAULT_OPSET, extra_inputs: dict | None = None) -> tuple[Path, bool]:
     """Return ``(path, exported_now)`` of the cached ONNX file, exporting it if missing."""
     from cvtool import __version__
 
@@ -112,7 +117,7 @@ def cached_export(cache_dir: Path, name: str, key_fields: dict, build: Callable[
     path = Path(cache_dir) / f"{name}-{export_key(fields)}.onnx"
     if path.is_file():
         return path, False
-    export_onnx(build(), path, input_shape, metadata, opset)
+    export_onnx(build(), path, input_shape, metadata, opset, extra_inputs=extra_inputs)
     return path, True
 
 
@@ -220,27 +225,35 @@ class OnnxRunner:
         self.on_gpu = self.provider in GPU_PROVIDERS
         self.device = f"cuda:{device.index}" if self.on_gpu else (
             "cpu" if self.provider == "CPUExecutionProvider" else self.provider)
-        inp = self.session.get_inputs()[0]
+        inputs = self.session.get_inputs()
+        inp = inputs[0]
+        self.extra_names = {i.name for i in inputs[1:]}
         self.input_name = inp.name
         self.input_shape = inp.shape
         self.input_type = inp.type
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    def __call__(self, batch: np.ndarray, extra: dict | None = None) -> np.ndarray:
+        """``batch`` uint8 ``(B, H, W, 3)``; ``extra`` further named inputs the graph takes."""
+        extra = {k: v for k, v in (extra or {}).items() if k in self.extra_names}
         if self.fixed_batch and batch.shape[0] != self.fixed_batch:
+            if extra:
+                raise DeviceError("fixed-batch detector files are not supported: export with a dynamic batch")
             return np.concatenate([self._run_padded(batch[i:i + self.fixed_batch])
                                    for i in range(0, batch.shape[0], self.fixed_batch)])
-        return self._run(batch)
+        return self._run(batch, extra)
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
+    def _run(self, batch: np.ndarray, extra: dict | None = None) -> np.ndarray:
         if not self.on_gpu:
-            return self.session.run(None, {self.input_name: batch})[0].astype(np.float32, copy=False)
+            return self.session.run(None, {self.input_name: batch, **(extra or {})})[0].astype(np.float32, copy=False)
         import onnxruntime as ort
 
         binding = self.session.io_binding()
         binding.bind_ortvalue_input(self.input_name, ort.OrtValue.ortvalue_from_numpy(
             np.ascontiguousarray(batch), "cuda", self.device_index))
+        for k, v in (extra or {}).items():
+            binding.bind_cpu_input(k, v)
         for name in self.output_names:
             binding.bind_output(name, "cuda", self.device_index)
         self.session.run_with_iobinding(binding)

@@ -28,10 +28,12 @@ class TorchRunner:
         self.device = str(self.torch_device)
         self.provider = f"torch-{self.torch_device.type}"
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """uint8 ``(B, H, W, 3)`` (or float ``(B, 3, H, W)`` in [0, 1]) → output as numpy."""
+    def __call__(self, batch: np.ndarray, extra: dict | None = None) -> np.ndarray:
+        """uint8 ``(B, H, W, 3)`` (or float ``(B, 3, H, W)`` in [0, 1]) → output as numpy;
+        ``extra`` further inputs in the module's order (e.g. a detector's NMS thresholds)."""
         import torch
 
         with torch.inference_mode():
             x = torch.from_numpy(batch).to(self.torch_device, non_blocking=True)
-            return self.module(x).float().cpu().numpy()
+            more = [torch.from_numpy(np.asarray(v)).to(self.torch_device) for v in (extra or {}).values()]
+            return self.module(x, *more).float().cpu().numpy()

@@ -81,7 +81,7 @@ class Runner(Protocol):
     provider: str
     device: str
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray: ...  # uint8 (B, H, W, 3) → output
+    def __call__(self, batch: np.ndarray, extra: dict | None = None) -> np.ndarray: ...  # uint8 (B, H, W, 3)
 
 
 @dataclass
@@ -188,7 +188,7 @@ def run(task_name: str, model: LoadedModel, runner: Runner, sources: Iterable[So
         infer_ms = 0.0
         if ready:
             t0 = time.perf_counter()
-            out = runner(np.stack([p.tensor for p in ready]))
+            out = runner(np.stack([p.tensor for p in ready]), getattr(postprocess, "extra_inputs", None))
             infer_ms = (time.perf_counter() - t0) * 1e3 / len(ready)
             results = postprocess(out, [p.frame for p in ready])
         it = iter(results)

