@@ -205,6 +205,8 @@ def run_task_command(task: str, sources: list[str], *, model: str, weights: str 
     for sink in sinks:
         try:
             sink.close(interrupted) if isinstance(sink, CocoResultsWriter) else sink.close()
+        except KeyboardInterrupt:
+            interrupted = True
         except SinkError as e:
             print(f"cvtool: error: {e}", file=sys.stderr)
             out.failed += 1

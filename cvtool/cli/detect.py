@@ -8,13 +8,14 @@ from typing import Annotated, Optional
 import typer
 
 from cvtool.cli import common as c
+from cvtool.io.sinks import CocoResultsWriter  # stdlib-only module: cheap for --help
 
 
 def detect(
     sources: c.Sources,
     model: c.ModelOpt = "ssd_mobilenet_v2_coco",
     weights: c.WeightsOpt = None,
-    conf: Annotated[float, typer.Option("--conf", min=0.0, max=1.0, help="Minimum score of a detection.")] = 0.3,
+    conf: Annotated[Optional[float], typer.Option("--conf", min=0.0, max=1.0, help="Minimum score of a detection [default: 0.3; 0.01 with --eval].", show_default=False)] = None,
     iou: Annotated[float, typer.Option("--iou", min=0.0, max=1.0, help="NMS IoU threshold (per class; across classes with --agnostic-nms).")] = 0.6,
     classes: Annotated[Optional[str], typer.Option("--classes", help="Only these classes: names or ids, comma-separated (e.g. person,cat).")] = None,
     max_det: Annotated[int, typer.Option("--max-det", min=1, help="At most this many detections per picture.")] = 100,
@@ -30,6 +31,7 @@ def detect(
     save_crops: Annotated[Optional[Path], typer.Option("--save-crops", help="Folder for one cropped image per detection.")] = None,
     coco_json: Annotated[Optional[Path], typer.Option("--coco-json", help="Write detections in COCO results format to this file.")] = None,
     yolo_txt: Annotated[Optional[Path], typer.Option("--yolo-txt", help="Folder for YOLO label files (one .txt per picture).")] = None,
+    eval_gt: Annotated[Optional[Path], typer.Option("--eval", help="COCO-format ground truth (instances.json): print mAP@[.5:.95], mAP@.5 and per-class AP; pictures are matched by file name.")] = None,
     vid_stride: c.VidStrideOpt = 1,
     max_pixels: c.MaxPixelsOpt = None,
     workers: c.WorkersOpt = None,
@@ -45,13 +47,17 @@ def detect(
       cvtool detect clip.mp4 --vid-stride 5 --save annotated/
       cvtool detect photos/ --coco-json results.json --yolo-txt labels/
     """
-    from cvtool.io.sinks import CocoResultsWriter, CropSaver, SinkError, YoloTxtWriter
+    from cvtool.io.sinks import CropSaver, SinkError, YoloTxtWriter
     from cvtool.models.loader import ModelError, load
     from cvtool.render.draw import draw_detections
     from cvtool.tasks.detect import TASK, ClassesError, Detector, parse_classes
+    from cvtool.tasks.evaluate import EvalError, load_ground_truth
 
     c.check_format(fmt)
+    if conf is None:
+        conf = 0.01 if eval_gt is not None else 0.3
     try:
+        gt, gt_ids = load_ground_truth(eval_gt) if eval_gt is not None else (None, None)
         loaded = load(model, weights, task=TASK)
         if imgsz is not None and imgsz != loaded.preprocess.crop:
             sizes = loaded.spec.input_sizes if loaded.spec else "fixed"
@@ -59,7 +65,7 @@ def detect(
                              "only" if sizes == "fixed" or loaded.kind == "onnx" else
                              f"--imgsz {imgsz}: export the model at that size (`cvtool export --imgsz`) and pass the file")
         wanted = parse_classes(classes, loaded.labels)
-    except (ModelError, ClassesError) as e:
+    except (ModelError, ClassesError, EvalError) as e:
         raise c.fail(str(e)) from None
     detector = Detector(loaded, conf=conf, iou=iou, classes=wanted, max_det=max_det, agnostic=agnostic_nms)
 
@@ -70,8 +76,9 @@ def detect(
                 sinks.append(CropSaver(save_crops, overwrite))
             if yolo_txt is not None:
                 sinks.append(YoloTxtWriter(yolo_txt, detector.contiguous, overwrite))
-            if coco_json is not None:
-                sinks.append(CocoResultsWriter(coco_json, overwrite))
+            if coco_json is not None or gt is not None:
+                sinks.append(_Evaluation(coco_json, overwrite, gt, gt_ids, quiet) if gt is not None
+                             else CocoResultsWriter(coco_json, overwrite))
         except SinkError:
             raise
         return sinks
@@ -83,6 +90,39 @@ def detect(
         batch=batch, device=device, backend=backend, fmt=fmt, output=output, overwrite=overwrite,
         save=save, vid_stride=vid_stride, max_pixels=max_pixels, workers=workers, threads=threads,
         allow_cpu_fallback=allow_cpu_fallback, quiet=quiet)
+
+
+class _Evaluation(CocoResultsWriter):
+    """Collects COCO results matched to the ground truth by file name; at the end prints mAP
+    and per-class AP (stderr) and writes ``--coco-json`` if asked."""
+
+    def __init__(self, path, overwrite, gt, ids, quiet):
+        super().__init__(path, overwrite, ids)
+        self.gt, self.quiet = gt, quiet
+
+    def close(self, interrupted: bool = False) -> None:
+        super().close(interrupted)
+        if interrupted:
+            return
+        from cvtool.tasks.evaluate import coco_map
+
+        _print_eval(coco_map(self.gt, self.results, self.image_ids), gt_images=len(self.ids))
+
+
+def _print_eval(res: dict, gt_images: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    t = Table(title=f"COCO box AP on {res['images']} of {gt_images} ground-truth images "
+                    f"({res['detections']} detections)", header_style="bold")
+    t.add_column("class")
+    t.add_column("AP@[.5:.95]", justify="right")
+    t.add_row("all (mAP)", f"{res['map']:.3f}")
+    t.add_row("all (mAP@.5)", f"{res['map50']:.3f}")
+    for name, ap in sorted(res["per_class"].items(), key=lambda kv: -kv[1]):
+        t.add_row(name, f"{ap:.3f}")
+    console.print(t)
 
 
 def _row(d: dict) -> list[str]:

@@ -71,14 +71,15 @@ def bench(model: LoadedModel, batches=(1, 2, 4, 8, 16, 32), seconds: float = 1.0
             rows.append({"backend": backend, "provider": provider,
                          "error": f"did not load (got {runner.provider})"})
             continue
-        lat = statistics.median(_timed_runs(lambda: runner(pics[:1]), seconds)) * 1e3
+        extra = model.extra_inputs()
+        lat = statistics.median(_timed_runs(lambda: runner(pics[:1], extra), seconds)) * 1e3
         best_ips, best_b = 0.0, 1
         for b in batches:
             if runner_fixed := getattr(runner, "fixed_batch", None):
                 if b != runner_fixed:
                     continue
             x = np.ascontiguousarray(np.resize(pics, (b, *pics.shape[1:])))
-            ips = b / statistics.median(_timed_runs(lambda: runner(x), seconds))
+            ips = b / statistics.median(_timed_runs(lambda: runner(x, extra), seconds))
             if ips > best_ips:
                 best_ips, best_b = ips, b
         rows.append({"backend": backend, "provider": provider, "device": runner.device,

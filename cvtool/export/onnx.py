@@ -32,18 +32,53 @@ class ExportError(Exception):
     """The export (or a check of it) failed; the message is one line for the user."""
 
 
-# Per task: (default tolerance on the largest output difference for fp32 and fp16 exports,
-# function turning raw outputs into comparable outputs and decisions).
-def _classify_outputs(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+# Per task: default tolerance on the largest output difference (fp32, fp16 exports) and how to
+# compare two runs' raw outputs → (largest difference, share of decisions that agree).
+def _softmax(raw: np.ndarray) -> np.ndarray:
     z = raw.astype(np.float64)
     z = np.exp(z - z.max(axis=1, keepdims=True))
-    probs = z / z.sum(axis=1, keepdims=True)
-    return probs, probs
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def _compare_classify(ref_raw: np.ndarray, got_raw: np.ndarray, tol: float) -> tuple[float, float]:
+    ref, got = _softmax(ref_raw), _softmax(got_raw)
+    return float(np.abs(ref - got).max()), float(decisions_agree(ref, got, tol).mean())
+
+
+DETECT_DECISION_SCORE = 0.3
+
+
+def _compare_detect(ref: np.ndarray, got: np.ndarray, tol: float) -> tuple[float, float]:
+    """Detections ``(K, 7)`` [batch, x1, y1, x2, y2, score, class]: every confident detection
+    (score ≥ 0.3) of either run must have one of the same picture and class with IoU ≥ 0.95 in
+    the other; the difference is the largest score or coordinate gap among matched pairs."""
+    from cvtool.tasks.detect import iou_matrix
+
+    def matches(a: np.ndarray, b: np.ndarray) -> tuple[int, int, float]:
+        conf = a[a[:, 5] >= DETECT_DECISION_SCORE]
+        hit, worst = 0, 0.0
+        for row in conf:
+            cand = b[(b[:, 0] == row[0]) & (b[:, 6] == row[6])]
+            if len(cand) == 0:
+                continue
+            ious = iou_matrix(row[None, 1:5], cand[:, 1:5])[0]
+            j = int(ious.argmax())
+            if ious[j] >= 0.95:
+                hit += 1
+                worst = max(worst, float(np.abs(cand[j, 1:6] - row[1:6]).max()))
+        return hit, len(conf), worst
+
+    h1, n1, w1 = matches(ref, got)
+    h2, n2, w2 = matches(got, ref)
+    agree = 1.0 if n1 + n2 == 0 else (h1 + h2) / (n1 + n2)
+    return max(w1, w2), agree
 
 
 TASKS: dict[str, dict] = {
-    "classify": {"tolerance": {"fp32": 1e-3, "fp16": 1e-2}, "outputs": _classify_outputs,
+    "classify": {"tolerance": {"fp32": 1e-3, "fp16": 1e-2}, "compare": _compare_classify,
                  "metric": "softmax probability"},
+    "detect": {"tolerance": {"fp32": 1e-3, "fp16": 2e-2}, "compare": _compare_detect,
+               "metric": "detection score and normalised box coordinate"},
 }
 INT8_MIN_AGREEMENT = 0.95
 
@@ -145,13 +180,29 @@ def _torch_net(model: LoadedModel, device: str, half: bool):
     return module.half() if half else module
 
 
+def run_in_chunks(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, task: str,
+                  batch: int | None = None) -> np.ndarray:
+    """``run`` over ``x`` in batches, outputs concatenated; a detector's per-batch picture
+    indices (column 0) are shifted to index ``x``."""
+    step = batch or 8
+    parts = []
+    for i in range(0, len(x), step):
+        out = np.asarray(run(x[i:i + step]), dtype=np.float32)
+        if task == "detect":
+            out = out.copy()
+            out[:, 0] += i
+        parts.append(out)
+    return np.concatenate(parts)
+
+
 def _torch_outputs(model: LoadedModel, x: np.ndarray, device: str, half: bool) -> np.ndarray:
     import torch
 
     module = _torch_net(model, device, half)
+    extra = [torch.from_numpy(v).to(device) for v in model.extra_inputs().values()]
     with torch.inference_mode():
-        return np.concatenate([module(torch.from_numpy(x[i:i + 8]).to(device)).float().cpu().numpy()
-                               for i in range(0, len(x), 8)])
+        return run_in_chunks(lambda c: module(torch.from_numpy(c).to(device), *extra).float().cpu().numpy(),
+                             x, model.task)
 
 
 def check_parity(model: LoadedModel, onnx_file: str | os.PathLike, x: np.ndarray, *,
@@ -164,11 +215,9 @@ def check_parity(model: LoadedModel, onnx_file: str | os.PathLike, x: np.ndarray
     tol = tolerance if tolerance is not None else task["tolerance"]["fp16" if half else "fp32"]
     ref_raw = _torch_outputs(model, x, torch_device, half)
     runner = _session(onnx_file, device)
-    got_raw = np.concatenate([runner(x[i:i + (batch or 8)]) for i in range(0, len(x), batch or 8)])
-    ref, ref_dec = task["outputs"](ref_raw)
-    got, got_dec = task["outputs"](got_raw)
-    diff = float(np.abs(ref - got).max())
-    agree = float(decisions_agree(ref_dec, got_dec, tol).mean())
+    extra = model.extra_inputs()
+    got_raw = run_in_chunks(lambda c: runner(c, extra), x, model.task, batch)
+    diff, agree = task["compare"](ref_raw, got_raw, tol)
     return Parity(len(x), diff, agree, tol, task["metric"], "torch")
 
 
@@ -191,6 +240,9 @@ def export(model: LoadedModel, out: str | os.PathLike, opts: ExportOptions, over
         raise ExportError("--int8 and --half exclude each other")
     if opts.batch is not None and opts.batch < 1:
         raise ExportError("--batch must be at least 1")
+    if opts.batch is not None and model.task == "detect":
+        raise ExportError("detectors export with a dynamic batch only (their NMS output is one list "
+                          "for the whole batch); leave out --batch")
 
     sizes = model.spec.input_sizes if model.spec else "dynamic"
     pre = model.preprocess
@@ -236,7 +288,7 @@ def export(model: LoadedModel, out: str | os.PathLike, opts: ExportOptions, over
         try:
             export_onnx(_torch_net(model, torch_dev, opts.half), tmp, (pre.crop, pre.crop, 3), meta,
                         opts.opset, dynamic_batch=opts.batch is None, batch=opts.batch or 1,
-                        dynamic_size=opts.dynamic_size, device=torch_dev)
+                        dynamic_size=opts.dynamic_size, device=torch_dev, extra_inputs=model.extra_inputs())
         except ModelError:
             raise
         except Exception as e:  # exporter limitation: say which
@@ -312,7 +364,7 @@ def _quantize(model: LoadedModel, path: str, opts: ExportOptions, check_pics: np
 
         def get_next(self):
             i = next(self.it, None)
-            return None if i is None else {"input": calib[i:i + 1]}
+            return None if i is None else {"input": calib[i:i + 1], **model.extra_inputs()}
 
     fp32 = path + ".fp32"
     os.replace(path, fp32)
@@ -334,15 +386,12 @@ def _quantize(model: LoadedModel, path: str, opts: ExportOptions, check_pics: np
     set_metadata(q, {**meta, "precision": "int8"})
     onnx.save(q, path)
     x = np.concatenate([calib, check_pics])
-    cpu = Device("cpu")
-    ref_raw = np.concatenate([_session(fp32, cpu)(x[i:i + 8]) for i in range(0, len(x), 8)])
-    got_raw = np.concatenate([_session(path, cpu)(x[i:i + 8]) for i in range(0, len(x), 8)])
-    task = TASKS[model.task]
-    ref, ref_dec = task["outputs"](ref_raw)
-    got, got_dec = task["outputs"](got_raw)
-    agree = float(decisions_agree(ref_dec, got_dec, 0.0).mean())
+    cpu, extra = Device("cpu"), model.extra_inputs()
+    ref_raw = run_in_chunks(lambda c: _session(fp32, cpu)(c, extra), x, model.task)
+    got_raw = run_in_chunks(lambda c: _session(path, cpu)(c, extra), x, model.task)
+    diff, agree = TASKS[model.task]["compare"](ref_raw, got_raw, 0.0)
     report = {"images": len(x), "agreement_with_fp32": round(agree, 4),
-              "max_abs_diff": round(float(np.abs(ref - got).max()), 4), "min_agreement": opts.min_agreement,
+              "max_abs_diff": round(diff, 4), "min_agreement": opts.min_agreement,
               "ok": agree >= opts.min_agreement}
     if not report["ok"]:
         raise ExportError(
@@ -373,13 +422,15 @@ def validate(path: str | os.PathLike, device: str = "cpu") -> dict:
     x = _pictures(model, None)[:2]
     try:
         runner = _session(path, parse_device(device))
-        out = runner(x)
+        out = runner(x, model.extra_inputs())
     except (DeviceError, Exception) as e:
         raise ExportError(f"{path}: ONNX Runtime cannot run it ({(str(e).splitlines() or [''])[0][:200]})") from None
     info = {"path": str(path), "valid": True, "task": model.task, "model": model.name,
             "provider": runner.provider, "output_shape": list(out.shape),
             "metadata": {k: v for k, v in read_metadata(path).items() if k != "labels"},
             "num_labels": len(model.labels)}
+    if model.task == "detect" and (out.ndim != 2 or out.shape[-1] != 7):
+        raise ExportError(f"{path}: a detector must output (K, 7) detections, this one gives {list(out.shape)}")
     if model.task == "classify" and out.shape[-1] != len(model.labels):
         raise ExportError(f"{path}: outputs {out.shape[-1]} classes but its metadata lists {len(model.labels)} labels")
     return info

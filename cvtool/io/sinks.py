@@ -266,9 +266,11 @@ class CocoResultsWriter:
     COCO-style file name (``000000397133.jpg`` → 397133), else the picture's position in the run
     (1-based). ``category_id`` is the model's class id (the 90-id COCO numbering for COCO models)."""
 
-    def __init__(self, path: str | os.PathLike, overwrite: bool = False, ids: dict[str, int] | None = None):
-        self.file = AtomicFile(path, overwrite=overwrite)
+    def __init__(self, path: str | os.PathLike | None, overwrite: bool = False,
+                 ids: dict[str, int] | None = None):
+        self.file = AtomicFile(path, overwrite=overwrite) if path is not None else None
         self.ids, self.results, self.n = ids, [], 0
+        self.image_ids: list[int] = []
 
     def image_id(self, record: dict) -> int | None:
         name = Path(record["source"]).name
@@ -280,9 +282,10 @@ class CocoResultsWriter:
     def add(self, record: dict, frame) -> None:
         self.n += 1
         image_id = self.image_id(record)
+        record["image_id"] = image_id
         if image_id is None:
             return
-        record["image_id"] = image_id
+        self.image_ids.append(image_id)
         for det in record.get("detections", []):
             x1, y1, x2, y2 = det["box"]
             self.results.append({"image_id": image_id, "category_id": det["class_id"],
@@ -290,9 +293,10 @@ class CocoResultsWriter:
                                  "score": det["score"]})
 
     def close(self, interrupted: bool = False) -> None:
-        fh = self.file.__enter__()
-        json.dump(self.results, fh)
-        self.file.__exit__(KeyboardInterrupt if interrupted else None, None, None)
+        if self.file is not None:
+            fh = self.file.__enter__()
+            json.dump(self.results, fh)
+            self.file.__exit__(KeyboardInterrupt if interrupted else None, None, None)
 
 
 class YoloTxtWriter:
