@@ -201,3 +201,59 @@ def test_coco_eval_perfect_and_shifted(cli, samples, tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     res = cli("detect", samples / "cat.jpg", "--eval", tmp_path / "bad.json")
     assert res.exit_code == 2 and "not COCO-format ground truth" in res.stderr
+
+
+def test_letterbox_boxes_map_back_to_picture_pixels():
+    """A detector seeing a letterboxed square: normalised boxes scale by the longer side."""
+    from cvtool.io.sources import Frame
+    from cvtool.models.preprocess import Preprocess
+    from cvtool.tasks.detect import Detector
+
+    pre = Preprocess(resize=0, crop=100, mean=(0, 0, 0), std=(1, 1, 1), letterbox=True)
+    pic = np.zeros((50, 200, 3), np.uint8)
+    pic[10:40, 100:180] = 255
+    sq = pre(pic)
+    assert sq.shape == (100, 100, 3) and (sq[25:, :] == 114).all() and sq[10, 60].tolist() == [255] * 3
+
+    class M:
+        labels = ("__background__", "thing")
+        preprocess = pre
+
+    det = Detector(M(), conf=0.1)
+    out = det(np.array([[0, 0.5, 0.05, 0.9, 0.2, 0.9, 1]]), [Frame("x", None, (200, 50))])[0]
+    assert out["detections"][0]["box"] == [100.0, 10.0, 180.0, 40.0]
+
+
+def test_torchvision_detector_runs_through_the_same_records(cli, samples, tmp_path):
+    """ssdlite320 with random weights in torchvision's native format (no download)."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    net = torchvision.models.detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None)
+    path = tmp_path / "ssdlite.pth"
+    torch.save(net.state_dict(), path)
+    res = cli("detect", samples / "cat.jpg", samples / "astronaut.jpg", "--model", "ssdlite320_mobilenet_v3_large",
+              "--weights", path, "--conf", "0.0", "--max-det", "5")
+    assert res.exit_code == 0, res.stderr
+    recs = jsonl(res.stdout)
+    assert all(r["backend"] == "torch" and r["count"] == 5 for r in recs)
+    for r in recs:
+        w, h = r["image_size"]["width"], r["image_size"]["height"]
+        for d in r["detections"]:
+            x1, y1, x2, y2 = d["box"]
+            assert 0 <= x1 <= x2 <= w and 0 <= y1 <= y2 <= h and 1 <= d["class_id"] <= 90
+    res = cli("export", "ssdlite320_mobilenet_v3_large", "--weights", path, "-o", tmp_path / "x.onnx")
+    assert res.exit_code == 1 and "cannot be exported" in res.stderr
+    res = cli("detect", samples / "cat.jpg", "--model", "ssdlite320_mobilenet_v3_large", "--weights", path,
+              "--backend", "onnx")
+    assert res.exit_code == 2 and "runs on torch only" in res.stderr
+
+
+def test_registry_lists_the_coco_detectors():
+    from cvtool.models import registry
+
+    names = {s.name for s in registry.list_models("detect")}
+    assert names == {"ssd_mobilenet_v2_coco", "fasterrcnn_resnet50_fpn_v2", "fasterrcnn_mobilenet_v3_large_fpn",
+                     "retinanet_resnet50_fpn_v2", "fcos_resnet50_fpn", "ssdlite320_mobilenet_v3_large",
+                     "ssd300_vgg16"}

@@ -234,6 +234,9 @@ def export(model: LoadedModel, out: str | os.PathLike, opts: ExportOptions, over
         raise ExportError(f"{out.parent}: folder does not exist")
     if model.kind == "onnx":
         raise ExportError(f"{model.onnx_file} is already an ONNX file (use --validate to check it)")
+    if model.spec is not None and not model.spec.exportable:
+        raise ExportError(f"{model.name} cannot be exported: torchvision's detection heads do not trace "
+                          "into a batch-dynamic ONNX graph with correct outputs; it runs on torch")
     if opts.int8 and not opts.calibrate:
         raise ExportError("--int8 needs --calibrate DIR: a folder of your own pictures to calibrate on")
     if opts.int8 and opts.half:

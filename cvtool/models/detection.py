@@ -79,3 +79,32 @@ class DetectWithNMS(nn.Module):
         score = scores[b, c, i]
         return torch.cat([b.unsqueeze(1).to(picked.dtype), picked, score.unsqueeze(1).to(picked.dtype),
                           (c + self.first_class).unsqueeze(1).to(picked.dtype)], 1)
+
+
+class TorchvisionDetector(nn.Module):
+    """Reads a torchvision detection model (which resizes, normalises and runs NMS itself) into
+    the same ``(K, 7)`` layout as :class:`DetectWithNMS`; the thresholds set the model's own.
+
+    Shape:
+        - Input: float ``(B, 3, S, S)`` in [0, 1], ``iou_threshold (1,)``, ``score_threshold (1,)``.
+        - Output: ``(K, 7)`` ``[batch_index, x1, y1, x2, y2, score, class_id]``, normalised by S.
+    """
+
+    def __init__(self, net: nn.Module, max_det: int = MAX_PER_CLASS):
+        super().__init__()
+        self.net = net
+        self.max_det = max_det
+
+    def forward(self, x: torch.Tensor, iou_threshold: torch.Tensor, score_threshold: torch.Tensor
+                ) -> torch.Tensor:
+        holder = getattr(self.net, "roi_heads", self.net)  # Faster R-CNN keeps them in its ROI heads
+        holder.nms_thresh = float(iou_threshold.reshape(-1)[0])
+        holder.score_thresh = float(score_threshold.reshape(-1)[0])
+        holder.detections_per_img = self.max_det
+        size = x.new_tensor([x.shape[-1], x.shape[-2], x.shape[-1], x.shape[-2]])
+        rows = []
+        for b, out in enumerate(self.net(list(x))):
+            n = out["boxes"].shape[0]
+            rows.append(torch.cat([x.new_full((n, 1), b), out["boxes"] / size, out["scores"].unsqueeze(1),
+                                   out["labels"].unsqueeze(1).to(x.dtype)], 1))
+        return torch.cat(rows) if rows else x.new_zeros((0, 7))

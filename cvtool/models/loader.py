@@ -63,9 +63,9 @@ class LoadedModel:
             from cvtool.models.wrap import Normalized
 
             if self.task == "detect":
-                from cvtool.models.detection import DetectWithNMS
+                from cvtool.models.detection import DetectWithNMS, TorchvisionDetector
 
-                module = DetectWithNMS(module)
+                module = TorchvisionDetector(module) if spec.head == "torchvision" else DetectWithNMS(module)
             self._module = Normalized(module, self.preprocess.mean, self.preprocess.std).eval()
         return self._module
 

@@ -27,6 +27,9 @@ class Preprocess:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "bilinear"  # or "bicubic"; downscaling always uses area averaging
+    # resize=0 stretches the picture to crop×crop; letterbox=True keeps its aspect instead:
+    # the longer side becomes ``crop`` and the rest is padded (grey, bottom/right).
+    letterbox: bool = False
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -39,7 +42,8 @@ class Preprocess:
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocess":
         return cls(resize=int(d["resize"]), crop=int(d["crop"]), mean=tuple(d["mean"]),
-                   std=tuple(d["std"]), interpolation=d.get("interpolation", "bilinear"))
+                   std=tuple(d["std"]), interpolation=d.get("interpolation", "bilinear"),
+                   letterbox=bool(d.get("letterbox", False)))
 
     @classmethod
     def from_json(cls, s: str) -> "Preprocess":
@@ -50,7 +54,7 @@ class Preprocess:
         DCT scaling, itself a proper low-pass filter) while its shorter side still covers the
         resize target, so the network input is never upsampled from a reduced decode."""
         target = self.resize or self.crop
-        short = min(width, height)
+        short = max(width, height) if self.letterbox else min(width, height)
         scale = target / short if short else 1
         return (max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale)))
 
@@ -74,6 +78,13 @@ class Preprocess:
         import cv2
 
         h, w = rgb.shape[:2]
+        if self.letterbox:
+            s = self.crop / max(w, h)
+            nw, nh = max(1, round(w * s)), max(1, round(h * s))
+            interp = cv2.INTER_AREA if s <= 0.5 else cv2.INTER_LINEAR
+            out = np.full((self.crop, self.crop, 3), 114, np.uint8)
+            out[:nh, :nw] = cv2.resize(rgb, (nw, nh), interpolation=interp) if (nw, nh) != (w, h) else rgb
+            return out
         x0, y0, x1, y1 = self.crop_box(w, h)
         top, left = int(round(y0)), int(round(x0))
         region = rgb[top:max(int(round(y1)), top + 1), left:max(int(round(x1)), left + 1)]

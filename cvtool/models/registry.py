@@ -50,6 +50,10 @@ class ModelSpec:
     # "static" (any H×W, but fixed per export, e.g. TF "SAME" padding), "fixed" (only the
     # trained size, e.g. ViT's position embeddings).
     input_sizes: str = "dynamic"
+    # Detectors: "nms" = dense boxes/scores, cvtool adds NMS (cvtool.models.detection);
+    # "torchvision" = the network runs its own NMS.
+    head: str = "nms"
+    exportable: bool = True  # False: runs on torch only (auto backend skips the ONNX export)
 
     def build(self):
         """Instantiate the network (imports torch)."""
@@ -60,7 +64,7 @@ class ModelSpec:
 
 _REGISTRY: dict[str, ModelSpec] = {}
 _ZOO_MODULES = ("cvtool.models.zoo.efficientnet_lite_spec", "cvtool.models.zoo.torchvision_classifiers",
-                "cvtool.models.zoo.ssd_spec")
+                "cvtool.models.zoo.ssd_spec", "cvtool.models.zoo.torchvision_detectors")
 _loaded = False
 
 

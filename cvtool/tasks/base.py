@@ -104,7 +104,9 @@ def make_runner(model: LoadedModel, backend: str = "auto", device: str = "auto",
     notify = notify or (lambda msg: print(f"cvtool: {msg}", file=sys.stderr))
     if backend not in ("auto", "onnx", "torch"):
         raise ModelError(f"--backend {backend!r}: expected auto, onnx or torch")
-    if backend in ("auto", "onnx"):
+    if backend == "onnx" and model.spec is not None and not model.spec.exportable:
+        raise ModelError(f"{model.name} runs on torch only (it does not export to ONNX); use --backend torch or auto")
+    if backend in ("auto", "onnx") and (model.spec is None or model.spec.exportable or model.kind == "onnx"):
         from cvtool.runtime.onnx import OnnxRunner
 
         try:

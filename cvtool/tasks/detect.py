@@ -75,6 +75,7 @@ class Detector:
         self.model, self.labels = model, model.labels
         self.conf, self.iou, self.classes = float(conf), float(iou), classes
         self.max_det, self.agnostic = int(max_det), agnostic
+        self.letterbox = model.preprocess.letterbox
         # What the graph's own NMS takes (see cvtool.models.detection).
         self.extra_inputs = {"iou_threshold": np.array([self.iou], np.float32),
                              "score_threshold": np.array([self.conf], np.float32)}
@@ -93,7 +94,9 @@ class Detector:
                 d = d[greedy_nms(d[:, 1:5], d[:, 5], self.iou)]
             d = d[np.argsort(-d[:, 5], kind="stable")][: self.max_det]
             w, h = frame.orig_size
-            boxes = d[:, 1:5] * np.array([w, h, w, h])
+            # normalised → picture pixels: a letterboxed square spans the longer side on both axes
+            sx, sy = (max(w, h), max(w, h)) if self.letterbox else (w, h)
+            boxes = d[:, 1:5] * np.array([sx, sy, sx, sy])
             boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
             boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
             items = []
