@@ -4,8 +4,8 @@
 # It installs cvtool from this working tree (its dependencies must already be installable there:
 # torch with CUDA, onnxruntime-gpu; offline machines: set PIP_NO_INDEX=1 PIP_FIND_LINKS=DIR),
 # runs the tests marked `cuda`, exports the default classifier in fp32 and fp16 on the GPU with
-# parity checks, and prints the bench table (torch eager, ONNX Runtime CPU, CUDA, TensorRT).
-# The detector issue adds its model's export and bench here.
+# parity checks, exports the default detector (NMS in the graph), and prints the bench tables
+# (torch eager, ONNX Runtime CPU, CUDA, TensorRT) for both.
 set -euo pipefail
 PY=${PYTHON:-python3}
 export CVTOOL_HOME=${CVTOOL_HOME:-$(mktemp -d)} CVTOOL_OFFLINE=1 PYTHONUNBUFFERED=1
@@ -19,6 +19,9 @@ PY
 $PY -m pytest -q -m cuda tests/
 $PY -m cvtool export efficientnet_lite0 -o "$CVTOOL_HOME/lite0.onnx" --device cuda --overwrite
 $PY -m cvtool export efficientnet_lite0 -o "$CVTOOL_HOME/lite0-fp16.onnx" --half --overwrite
+$PY -m cvtool export ssd_mobilenet_v2_coco -o "$CVTOOL_HOME/ssd.onnx" --device cuda --overwrite
 $PY -m cvtool classify sample_images --device cuda -f table
+$PY -m cvtool detect sample_images --device cuda -f table
 $PY -m cvtool models bench efficientnet_lite0 -f table
 $PY -m cvtool models bench "$CVTOOL_HOME/lite0-fp16.onnx" -f table
+$PY -m cvtool models bench ssd_mobilenet_v2_coco -f table

@@ -29,6 +29,14 @@ def test_torch_cuda_agrees_with_cpu(cli, samples):
         assert a["class_id"] == b["class_id"] and abs(a["score"] - b["score"]) < 1e-3
 
 
+def test_detect_on_the_gpu_matches_the_cpu(cli, samples):
+    gpu = jsonl(cli("detect", samples, "--device", "cuda").stdout)
+    cpu = jsonl(cli("detect", samples, "--device", "cpu").stdout)
+    assert gpu[0]["provider"] in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+    for a, b in zip(gpu, cpu):
+        assert [d["class_id"] for d in a["detections"]] == [d["class_id"] for d in b["detections"]]
+
+
 def test_fp16_export_passes_parity_on_the_gpu(cli, tmp_path, samples):
     res = cli("export", "efficientnet_lite0", "-o", tmp_path / "h.onnx", "--half")
     assert res.exit_code == 0, res.stderr

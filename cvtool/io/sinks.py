@@ -221,6 +221,11 @@ def video_codec() -> tuple[str, str]:
         finally:
             os.unlink(probe)
         _CODEC = ("VP90", ".webm") if ok else ("mp4v", ".mp4")
+        if not ok:
+            import sys
+
+            print("cvtool: this OpenCV build cannot write VP9/WebM, so annotated videos are MPEG-4 "
+                  "Part 2 (mp4v) .mp4 files: VLC and ffplay play them, most browsers do not", file=sys.stderr)
     return _CODEC
 
 
