@@ -153,9 +153,9 @@ def run_task_command(task: str, sources: list[str], *, model: str, weights: str 
                      loaded=None, noun: str = "record") -> None:
     """The body every inference subcommand shares: load the model, pick the runner, stream the
     inputs through the task, save annotated pictures, feed the task's extra sinks (objects with
-    ``add(record, frame)`` and ``close()``, made by ``make_sinks(loaded)``), emit records, exit
-    with the right code."""
-    from cvtool.io.sinks import CocoResultsWriter, PictureSaver, SinkError
+    ``add(record, frame)`` and ``close(interrupted)``, made by ``make_sinks(loaded)``), emit
+    records, exit with the right code."""
+    from cvtool.io.sinks import PictureSaver, SinkError
     from cvtool.models.loader import ModelError, load
     from cvtool.runtime.device import DeviceError
     from cvtool.tasks.base import RunOptions, make_runner, run
@@ -204,7 +204,7 @@ def run_task_command(task: str, sources: list[str], *, model: str, weights: str 
             saver.close()
     for sink in sinks:
         try:
-            sink.close(interrupted) if isinstance(sink, CocoResultsWriter) else sink.close()
+            sink.close(interrupted)
         except KeyboardInterrupt:
             interrupted = True
         except SinkError as e:

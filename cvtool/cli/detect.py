@@ -47,7 +47,7 @@ def detect(
       cvtool detect clip.mp4 --vid-stride 5 --save annotated/
       cvtool detect photos/ --coco-json results.json --yolo-txt labels/
     """
-    from cvtool.io.sinks import CropSaver, SinkError, YoloTxtWriter
+    from cvtool.io.sinks import CropSaver, YoloTxtWriter
     from cvtool.models.loader import ModelError, load
     from cvtool.render.draw import draw_detections
     from cvtool.tasks.detect import TASK, ClassesError, Detector, parse_classes
@@ -71,16 +71,14 @@ def detect(
 
     def make_sinks(m):
         sinks = []
-        try:
-            if save_crops is not None:
-                sinks.append(CropSaver(save_crops, overwrite))
-            if yolo_txt is not None:
-                sinks.append(YoloTxtWriter(yolo_txt, detector.contiguous, overwrite))
-            if coco_json is not None or gt is not None:
-                sinks.append(_Evaluation(coco_json, overwrite, gt, gt_ids, quiet) if gt is not None
-                             else CocoResultsWriter(coco_json, overwrite))
-        except SinkError:
-            raise
+        if save_crops is not None:
+            sinks.append(CropSaver(save_crops, overwrite))
+        if yolo_txt is not None:
+            sinks.append(YoloTxtWriter(yolo_txt, detector.contiguous, overwrite))
+        if gt is not None:
+            sinks.append(_Evaluation(coco_json, overwrite, gt, gt_ids))
+        elif coco_json is not None:
+            sinks.append(CocoResultsWriter(coco_json, overwrite))
         return sinks
 
     c.run_task_command(
@@ -96,9 +94,9 @@ class _Evaluation(CocoResultsWriter):
     """Collects COCO results matched to the ground truth by file name; at the end prints mAP
     and per-class AP (stderr) and writes ``--coco-json`` if asked."""
 
-    def __init__(self, path, overwrite, gt, ids, quiet):
+    def __init__(self, path, overwrite, gt, ids):
         super().__init__(path, overwrite, ids)
-        self.gt, self.quiet = gt, quiet
+        self.gt = gt
 
     def close(self, interrupted: bool = False) -> None:
         super().close(interrupted)

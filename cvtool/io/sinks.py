@@ -260,7 +260,7 @@ class CropSaver:
                 paths.append(str(path))
         record["crops"] = paths
 
-    def close(self) -> None:
+    def close(self, interrupted: bool = False) -> None:
         pass
 
 
@@ -328,7 +328,7 @@ class YoloTxtWriter:
         write_bytes_atomic(path, ("\n".join(lines) + ("\n" if lines else "")).encode(), self.overwrite)
         record["yolo_txt"] = str(path)
 
-    def close(self) -> None:
+    def close(self, interrupted: bool = False) -> None:
         pass
 
 
