@@ -96,7 +96,7 @@ def test_architecture_limits_are_refused_clearly(cli, tmp_path):
     assert res.exit_code == 1 and "graph depends on the input size" in res.stderr
     assert not (tmp_path / "x.onnx").exists()
     res = cli("export", "efficientnet_lite0", "-o", tmp_path / "x.txt")
-    assert res.exit_code == 1 and "must end in .onnx" in res.stderr
+    assert res.exit_code == 2 and "must end in .onnx" in res.stderr
 
 
 def test_half_is_refused_without_a_gpu(cli, tmp_path):
@@ -113,7 +113,7 @@ def test_existing_output_is_kept_unless_overwrite(cli, lite0_onnx):
     out, _ = lite0_onnx
     before = out.stat().st_mtime_ns
     res = cli("export", "efficientnet_lite0", "-o", out)
-    assert res.exit_code == 1 and "already exists" in res.stderr and out.stat().st_mtime_ns == before
+    assert res.exit_code == 2 and "already exists" in res.stderr and out.stat().st_mtime_ns == before
 
 
 def test_a_failed_parity_check_writes_nothing(cli, tmp_path):
@@ -185,7 +185,7 @@ def test_int8_reports_agreement_and_refuses_when_it_drifts(cli, tmp_path, sample
         x, y = int(rng.integers(0, w // 4)), int(rng.integers(0, h // 4))
         im.crop((x, y, x + 3 * w // 4, y + 3 * h // 4)).save(cal / f"c{i}.jpg")
     res = cli("export", "efficientnet_lite0", "-o", tmp_path / "q.onnx", "--int8")
-    assert res.exit_code == 1 and "--int8 needs --calibrate" in res.stderr
+    assert res.exit_code == 2 and "--int8 needs --calibrate" in res.stderr
     rep = _report(cli("export", "efficientnet_lite0", "-o", tmp_path / "q.onnx", "--int8", "--calibrate", cal,
                       "--min-agreement", "0.5"))
     q = rep["int8"]
@@ -198,6 +198,10 @@ def test_int8_reports_agreement_and_refuses_when_it_drifts(cli, tmp_path, sample
     assert res.exit_code == 2  # out of range option
     res = cli("export", "efficientnet_lite0", "-o", tmp_path / "q2.onnx", "--int8", "--calibrate", tmp_path / "none")
     assert res.exit_code == 1 and "no readable images" in res.stderr and not (tmp_path / "q2.onnx").exists()
+    res = cli("export", "efficientnet_lite0", "-o", tmp_path / "q3.onnx", "--int8", "--calibrate", cal,
+              "--min-agreement", "1.0")
+    assert res.exit_code == 1 and "int8 refused" in res.stderr
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no fp32 leftovers
 
 
 def test_models_bench_measures_each_backend(cli):

@@ -42,7 +42,7 @@ def export(
       cvtool export efficientnet_lite0 -o lite0-int8.onnx --int8 --calibrate my_photos/
       cvtool export --validate lite0.onnx
     """
-    from cvtool.export.onnx import ExportError, ExportOptions
+    from cvtool.export.onnx import ExportError, ExportOptions, ExportUsageError
     from cvtool.export.onnx import export as do_export
     from cvtool.export.onnx import validate as do_validate
     from cvtool.models.loader import ModelError, load
@@ -70,6 +70,8 @@ def export(
         raise c.fail(str(e)) from None
     try:
         report = do_export(loaded, output, opts, overwrite=overwrite, notify=say)
+    except ExportUsageError as e:
+        raise c.fail(str(e)) from None
     except (ExportError, ModelError, DeviceError) as e:
         raise c.fail(str(e), c.EXIT_FAILED) from None
     p = report.parity
@@ -78,6 +80,7 @@ def export(
     if report.int8:
         checked = (f"; int8 agrees with fp32 on {report.int8['agreement_with_fp32']:.1%} of "
                    f"{report.int8['images']} pictures")
-    say(f"wrote {report.path} ({report.size_bytes / 1e6:.1f} MB, {report.precision}, input "
-        f"{report.input}){checked}")
+    shape = "×".join(str(d) for d in report.input)
+    say(f"wrote {report.path} ({report.size_bytes / 1e6:.1f} MB, {report.precision}, uint8 input "
+        f"{shape}){checked}")
     print(json.dumps(report.to_dict()))

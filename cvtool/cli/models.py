@@ -47,8 +47,17 @@ def list_cmd(
                       r["license"])
         Console().print(t)
     else:
-        for r in rows:
-            print(json.dumps(r))
+        _emit(rows, fmt)
+
+
+def _emit(rows: list[dict], fmt: str) -> None:
+    """JSON Lines, or CSV with ``-f csv``, on stdout."""
+    from cvtool.io.sinks import RecordWriter
+
+    writer = RecordWriter(sys.stdout, "csv" if fmt == "csv" else "jsonl")
+    for r in rows:
+        writer.write(r)
+    writer.close()
 
 
 @app.command("info")
@@ -157,9 +166,9 @@ def bench_cmd(
             if "error" in r:
                 t.add_row(r["backend"], r["provider"], "", r["error"], "", "")
             else:
-                t.add_row(r["backend"], r["provider"], r["device"], f"{r['latency_ms_batch1']:.2f}",
+                lat = "n/a (fixed batch)" if r["latency_ms_batch1"] is None else f"{r['latency_ms_batch1']:.2f}"
+                t.add_row(r["backend"], r["provider"], r["device"], lat,
                           f"{r['throughput_img_s']:.1f}", str(r["best_batch"]))
         Console().print(t)
     else:
-        for r in rows:
-            print(json.dumps({"model": model, **r}))
+        _emit([{"model": model, **r} for r in rows], fmt)

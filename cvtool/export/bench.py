@@ -72,17 +72,18 @@ def bench(model: LoadedModel, batches=(1, 2, 4, 8, 16, 32), seconds: float = 1.0
                          "error": f"did not load (got {runner.provider})"})
             continue
         extra = model.extra_inputs()
-        lat = statistics.median(_timed_runs(lambda: runner(pics[:1], extra), seconds)) * 1e3
+        fixed = getattr(runner, "fixed_batch", None)
+        lat = None  # a file with a fixed batch > 1 has no batch-1 latency to measure
+        if fixed in (None, 1):
+            lat = statistics.median(_timed_runs(lambda: runner(pics[:1], extra), seconds)) * 1e3
         best_ips, best_b = 0.0, 1
-        for b in batches:
-            if runner_fixed := getattr(runner, "fixed_batch", None):
-                if b != runner_fixed:
-                    continue
+        for b in ((fixed,) if fixed else batches):
             x = np.ascontiguousarray(np.resize(pics, (b, *pics.shape[1:])))
             ips = b / statistics.median(_timed_runs(lambda: runner(x, extra), seconds))
             if ips > best_ips:
                 best_ips, best_b = ips, b
         rows.append({"backend": backend, "provider": provider, "device": runner.device,
-                     "latency_ms_batch1": round(lat, 3), "throughput_img_s": round(best_ips, 1),
+                     "latency_ms_batch1": None if lat is None else round(lat, 3),
+                     "throughput_img_s": round(best_ips, 1),
                      "best_batch": best_b, "threads": threads or cpu_count()})
     return rows

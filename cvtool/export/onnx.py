@@ -32,6 +32,10 @@ class ExportError(Exception):
     """The export (or a check of it) failed; the message is one line for the user."""
 
 
+class ExportUsageError(ExportError):
+    """The request itself cannot be done as asked (exit code 2, like other usage errors)."""
+
+
 # Per task: default tolerance on the largest output difference (fp32, fp16 exports) and how to
 # compare two runs' raw outputs → (largest difference, share of decisions that agree).
 def _softmax(raw: np.ndarray) -> np.ndarray:
@@ -227,20 +231,20 @@ def export(model: LoadedModel, out: str | os.PathLike, opts: ExportOptions, over
     t0 = time.perf_counter()
     out = Path(out)
     if out.exists() and not overwrite:
-        raise ExportError(f"{out} already exists (pass --overwrite to replace it)")
+        raise ExportUsageError(f"{out} already exists (pass --overwrite to replace it)")
     if out.suffix.lower() != ".onnx":
-        raise ExportError(f"{out}: the output file name must end in .onnx")
+        raise ExportUsageError(f"{out}: the output file name must end in .onnx")
     if not out.parent.is_dir():
-        raise ExportError(f"{out.parent}: folder does not exist")
+        raise ExportUsageError(f"{out.parent}: folder does not exist")
     if model.kind == "onnx":
-        raise ExportError(f"{model.onnx_file} is already an ONNX file (use --validate to check it)")
+        raise ExportUsageError(f"{model.onnx_file} is already an ONNX file (use --validate to check it)")
     if model.spec is not None and not model.spec.exportable:
         raise ExportError(f"{model.name} cannot be exported: torchvision's detection heads do not trace "
                           "into a batch-dynamic ONNX graph with correct outputs; it runs on torch")
     if opts.int8 and not opts.calibrate:
-        raise ExportError("--int8 needs --calibrate DIR: a folder of your own pictures to calibrate on")
+        raise ExportUsageError("--int8 needs --calibrate DIR: a folder of your own pictures to calibrate on")
     if opts.int8 and opts.half:
-        raise ExportError("--int8 and --half exclude each other")
+        raise ExportUsageError("--int8 and --half exclude each other")
     if opts.batch is not None and opts.batch < 1:
         raise ExportError("--batch must be at least 1")
     if opts.batch is not None and model.task == "detect":
@@ -277,7 +281,8 @@ def export(model: LoadedModel, out: str | os.PathLike, opts: ExportOptions, over
     precision = "int8" if opts.int8 else ("fp16" if opts.half else "fp32")
     meta = model.metadata()
     meta.update(opset=str(opts.opset), precision=precision,
-                source=model.name if model.kind == "registry" else str(model.weights_path),
+                source=(model.name if model.weights_origin in ("package", "cache", "download")
+                        else f"{model.name} with weights {model.weights_path}"),
                 input_shape=json.dumps(["batch" if opts.batch is None else opts.batch,
                                         "height" if opts.dynamic_size else pre.crop,
                                         "width" if opts.dynamic_size else pre.crop, 3]))
@@ -285,7 +290,7 @@ def export(model: LoadedModel, out: str | os.PathLike, opts: ExportOptions, over
         meta["input_layout"] += "; fp16 weights and output"
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=".onnx")
     os.close(fd)
-    extra: list[str] = []
+    extra: list[str] = [tmp + ".fp32"]  # int8's fp32 intermediate, wherever the run stops
     try:
         notify(f"exporting {model.name} ({precision}, opset {opts.opset})")
         try:
@@ -305,7 +310,6 @@ def export(model: LoadedModel, out: str | os.PathLike, opts: ExportOptions, over
         int8_report = None
         if opts.int8:
             int8_report = _quantize(model, tmp, opts, pics, notify)
-            extra.append(tmp + ".fp32")
         parity = None
         if opts.check and not opts.int8:
             notify(f"checking parity on {len(pics)} photos")
@@ -400,7 +404,7 @@ def _quantize(model: LoadedModel, path: str, opts: ExportOptions, check_pics: np
         raise ExportError(
             f"int8 refused: its decisions agree with fp32 on only {agree:.1%} of {len(x)} pictures "
             f"(needs {opts.min_agreement:.0%}); {model.name} does not quantise well this way, no file "
-            "written (more or more typical --calibrate pictures may help; --min-agreement to override)")
+            "written (more, or more typical, --calibrate pictures may help; --min-agreement to override)")
     return report
 
 
@@ -421,7 +425,7 @@ def validate(path: str | os.PathLike, device: str = "cpu") -> dict:
     try:
         model = load(str(path))
     except ModelError as e:
-        raise ExportError(str(e)) from None
+        raise ExportError(str(e).replace(f"--model {path}: ", f"{path}: ")) from None
     x = _pictures(model, None)[:2]
     try:
         runner = _session(path, parse_device(device))

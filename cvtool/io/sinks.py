@@ -7,6 +7,7 @@ replaced unless ``overwrite`` is set.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -178,7 +179,8 @@ class PictureSaver:
             fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{final.stem}.", suffix=ext)
             os.close(fd)
             h, w = rgb.shape[:2]
-            writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*fourcc), fps or 25.0, (w, h))
+            with _native_stderr_silenced():
+                writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*fourcc), fps or 25.0, (w, h))
             if not writer.isOpened():
                 os.unlink(tmp)
                 raise SinkError(f"OpenCV cannot write video {final.name}")
@@ -190,6 +192,7 @@ class PictureSaver:
         if self._video is not None:
             _, writer, tmp, final = self._video
             writer.release()
+            os.chmod(tmp, 0o666 & ~_umask())
             os.replace(tmp, final)
             self._video = None
 
@@ -198,6 +201,28 @@ class PictureSaver:
 
 
 _CODEC: tuple[str, str] | None = None
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """OpenCV's FFmpeg writer prints a harmless note about the WebM codec tag straight to file
+    descriptor 2 (not through any logging switch); hide it while a writer is created."""
+    import sys
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def video_codec() -> tuple[str, str]:
@@ -212,7 +237,8 @@ def video_codec() -> tuple[str, str]:
         fd, probe = tempfile.mkstemp(suffix=".webm")
         os.close(fd)
         try:
-            w = cv2.VideoWriter(probe, cv2.VideoWriter_fourcc(*"VP90"), 10.0, (32, 32))
+            with _native_stderr_silenced():
+                w = cv2.VideoWriter(probe, cv2.VideoWriter_fourcc(*"VP90"), 10.0, (32, 32))
             ok = w.isOpened()
             if ok:
                 w.write(np.zeros((32, 32, 3), np.uint8))

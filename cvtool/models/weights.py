@@ -230,7 +230,7 @@ def load_into(module, state_dict: dict, what: str) -> None:
             k = shapes[0]
             parts.append(f"{len(shapes)} of another shape, e.g. {k} {tuple(state_dict[k].shape)} "
                          f"instead of {tuple(own[k].shape)}")
-        raise WeightsError(f"{what}: weights do not fit the architecture ({'; '.join(parts)} keys)")
+        raise WeightsError(f"{what}: weights do not fit the architecture (keys: {'; '.join(parts)})")
     try:
         module.load_state_dict(state_dict, strict=True)
     except RuntimeError as e:
