@@ -221,6 +221,12 @@ def test_csv_output(cli, tmp_path, samples):
     assert b"\r\n" not in out.read_bytes()
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def test_save_draws_labels_on_copies(cli, tmp_path, samples):
     import cv2
 
@@ -235,8 +241,14 @@ def test_save_draws_labels_on_copies(cli, tmp_path, samples):
     assert drawn.shape == orig.shape
     diff = np.abs(drawn.astype(int) - orig.astype(int)).sum(axis=2) > 60
     assert diff[:60, :200].mean() > 0.1 and diff[150:, 250:].mean() < 0.01  # label panel top-left only
-    cap = cv2.VideoCapture(str(out / "clip.mp4"))
-    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
+    video_out = recs[1]["saved"]
+    assert video_out.startswith(str(out / "clip.")) and video_out.endswith((".webm", ".mp4"))
+    assert all(r["saved"] == video_out for r in recs[1:])
+    cap, n = cv2.VideoCapture(video_out), 0
+    while cap.read()[0]:
+        n += 1
+    assert n == 6
+    assert oct(os.stat(video_out).st_mode & 0o777) == oct(0o666 & ~_umask())
     res = cli("classify", samples / "cat.jpg", "--save", out, "-q")
     assert res.exit_code == 1 and "already exists" in jsonl(res.stdout)[0]["error"]
 
