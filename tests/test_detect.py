@@ -248,6 +248,9 @@ def test_torchvision_detector_runs_through_the_same_records(cli, samples, tmp_pa
     res = cli("detect", samples / "cat.jpg", "--model", "ssdlite320_mobilenet_v3_large", "--weights", path,
               "--backend", "onnx")
     assert res.exit_code == 2 and "runs on torch only" in res.stderr
+    res = cli("detect", samples / "cat.jpg", "--model", "ssdlite320_mobilenet_v3_large", "--weights", path,
+              "--imgsz", "256", "--conf", "0.0", "--max-det", "2")
+    assert res.exit_code == 0 and jsonl(res.stdout)[0]["count"] == 2
 
 
 def test_registry_lists_the_coco_detectors():

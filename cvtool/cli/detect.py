@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -61,9 +62,13 @@ def detect(
         loaded = load(model, weights, task=TASK)
         if imgsz is not None and imgsz != loaded.preprocess.crop:
             sizes = loaded.spec.input_sizes if loaded.spec else "fixed"
-            raise ModelError(f"--imgsz {imgsz}: {loaded.name} runs at {loaded.preprocess.crop}x{loaded.preprocess.crop} "
-                             "only" if sizes == "fixed" or loaded.kind == "onnx" else
-                             f"--imgsz {imgsz}: export the model at that size (`cvtool export --imgsz`) and pass the file")
+            if sizes == "fixed" or loaded.kind == "onnx":
+                raise ModelError(f"--imgsz {imgsz}: {loaded.name} runs at {loaded.preprocess.crop}x"
+                                 f"{loaded.preprocess.crop} only")
+            if sizes != "dynamic" or (loaded.spec and loaded.spec.exportable):
+                raise ModelError(f"--imgsz {imgsz}: export {loaded.name} at that size "
+                                 "(`cvtool export --imgsz`) and pass the file with --model")
+            loaded = dataclasses.replace(loaded, preprocess=dataclasses.replace(loaded.preprocess, crop=imgsz))
         wanted = parse_classes(classes, loaded.labels)
     except (ModelError, ClassesError, EvalError) as e:
         raise c.fail(str(e)) from None

@@ -30,7 +30,7 @@ for _name, _file, _size, _map, _params in _DETECTORS:
         # no backbone download: the full COCO weights are loaded afterwards
         builder_kwargs={"weights": None, "weights_backbone": None},
         description=f"torchvision {_name} COCO detector ({_params}M parameters).",
-        input_sizes="fixed",
+        input_sizes="dynamic",  # any letterbox size (--imgsz); the network resizes internally
         head="torchvision",
         exportable=False,
         weights=Weights(
