@@ -260,3 +260,32 @@ def test_registry_lists_the_coco_detectors():
     assert names == {"ssd_mobilenet_v2_coco", "fasterrcnn_resnet50_fpn_v2", "fasterrcnn_mobilenet_v3_large_fpn",
                      "retinanet_resnet50_fpn_v2", "fcos_resnet50_fpn", "ssdlite320_mobilenet_v3_large",
                      "ssd300_vgg16"}
+
+
+def test_same_file_names_from_two_folders_do_not_clash(cli, samples, tmp_path):
+    import shutil
+
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(samples / "cat.jpg", other / "cat.jpg")
+    shutil.copy(samples / "coffee.jpg", other / "000000000002.jpg")
+    res = cli("detect", samples / "cat.jpg", other / "cat.jpg", other / "000000000002.jpg",
+              "--yolo-txt", tmp_path / "y", "--save-crops", tmp_path / "c", "--coco-json", tmp_path / "r.json", "-q")
+    assert res.exit_code == 0, res.stderr
+    recs = jsonl(res.stdout)
+    assert [r["yolo_txt"].rsplit("/", 1)[1] for r in recs] == ["cat.txt", "cat_1.txt", "000000000002.txt"]
+    assert len({r["image_id"] for r in recs}) == 3
+    assert (tmp_path / "c" / "cat" / "cat_1_0.jpg").is_file()
+
+
+def test_import_converts_the_original_graph(cli, cvtool_home):
+    from cvtool.models.zoo.ssd_spec import packaged_pb
+
+    res = cli("models", "import", "ssd_mobilenet_v2_coco", packaged_pb())
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout.strip().endswith("ssd_mobilenet_v2_coco.safetensors")
+
+
+def test_export_refuses_torch_only_models_before_fetching_weights(cli, tmp_path):
+    res = cli("export", "fcos_resnet50_fpn", "-o", tmp_path / "f.onnx")
+    assert res.exit_code == 1 and "cannot be exported" in res.stderr and "weights" not in res.stderr.split(":")[1]

@@ -16,7 +16,7 @@ def detect(
     sources: c.Sources,
     model: c.ModelOpt = "ssd_mobilenet_v2_coco",
     weights: c.WeightsOpt = None,
-    conf: Annotated[Optional[float], typer.Option("--conf", min=0.0, max=1.0, help="Minimum score of a detection [default: 0.3; 0.01 with --eval].", show_default=False)] = None,
+    conf: Annotated[Optional[float], typer.Option("--conf", min=0.0, max=1.0, help="Minimum score of a detection (default 0.3; 0.01 with --eval).", show_default=False)] = None,
     iou: Annotated[float, typer.Option("--iou", min=0.0, max=1.0, help="NMS IoU threshold (per class; across classes with --agnostic-nms).")] = 0.6,
     classes: Annotated[Optional[str], typer.Option("--classes", help="Only these classes: names or ids, comma-separated (e.g. person,cat).")] = None,
     max_det: Annotated[int, typer.Option("--max-det", min=1, help="At most this many detections per picture.")] = 100,
@@ -109,6 +109,12 @@ class _Evaluation(CocoResultsWriter):
             return
         from cvtool.tasks.evaluate import coco_map
 
+        if not self.image_ids:
+            import sys
+
+            print("cvtool: --eval: none of the inputs' file names is in the ground truth; nothing to "
+                  "evaluate", file=sys.stderr)
+            return
         _print_eval(coco_map(self.gt, self.results, self.image_ids), gt_images=len(self.ids))
 
 

@@ -64,6 +64,16 @@ def export(
     opts = ExportOptions(opset=opset, batch=batch, dynamic_size=dynamic_size, imgsz=imgsz, half=half,
                          simplify=simplify, int8=int8, calibrate=calibrate, check=check, tolerance=tolerance,
                          min_agreement=min_agreement, device=device, check_images=check_images)
+    from cvtool.models import registry
+
+    if not model.lower().endswith(".onnx") and not Path(model).is_file():
+        try:
+            spec = registry.get(model)
+        except registry.UnknownModel as e:
+            raise c.fail(str(e)) from None
+        if not spec.exportable:  # say so before fetching weights that could not be used anyway
+            raise c.fail(f"{spec.name} cannot be exported: torchvision's detection heads do not trace into "
+                         "a batch-dynamic ONNX graph with correct outputs; it runs on torch", c.EXIT_FAILED)
     try:
         loaded = load(model, weights)
     except ModelError as e:

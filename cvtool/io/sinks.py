@@ -255,6 +255,20 @@ def video_codec() -> tuple[str, str]:
     return _CODEC
 
 
+def _unique_stem(record: dict, used: dict[str, str]) -> str:
+    """The input's file stem (``_f<frame>`` for video frames); a second input with the same
+    stem in one run gets ``_1``, ``_2``… (as ``--save`` names do)."""
+    key = record["source"]
+    if key not in used:
+        stem = Path(key).stem or "image"
+        name, n = stem, 1
+        while name in used.values():
+            name, n = f"{stem}_{n}", n + 1
+        used[key] = name
+    frame = record.get("frame")
+    return used[key] + (f"_f{frame:06d}" if frame is not None else "")
+
+
 class CropSaver:
     """``--save-crops DIR``: one image per detection, ``DIR/<label>/<stem>[_f<frame>]_<n>.jpg``."""
 
@@ -266,11 +280,12 @@ class CropSaver:
             raise SinkError(f"--save-crops {folder}: exists and is not a folder")
         self.folder.mkdir(parents=True, exist_ok=True)
         self.overwrite = overwrite
+        self._names: dict[str, str] = {}
 
     def add(self, record: dict, frame) -> None:
         import cv2
 
-        stem = Path(record["source"]).stem + (f"_f{record['frame']:06d}" if record.get("frame") is not None else "")
+        stem = _unique_stem(record, self._names)
         paths = []
         for n, det in enumerate(record.get("detections", [])):
             x1, y1, x2, y2 = (int(round(v)) for v in det["box"])
@@ -295,20 +310,29 @@ class CocoResultsWriter:
 
     ``image_id``: the id ``ids`` maps the file name to (ground truth given), else the number in a
     COCO-style file name (``000000397133.jpg`` → 397133), else the picture's position in the run
-    (1-based). ``category_id`` is the model's class id (the 90-id COCO numbering for COCO models)."""
+    (1-based); an id already given to another picture is never reused (the next free one is
+    taken). ``category_id`` is the model's class id (the 90-id COCO numbering for COCO models)."""
 
     def __init__(self, path: str | os.PathLike | None, overwrite: bool = False,
                  ids: dict[str, int] | None = None):
         self.file = AtomicFile(path, overwrite=overwrite) if path is not None else None
         self.ids, self.results, self.n = ids, [], 0
         self.image_ids: list[int] = []
+        self._given: dict[str, int] = {}
 
     def image_id(self, record: dict) -> int | None:
         name = Path(record["source"]).name
         if self.ids is not None:
             return self.ids.get(name)
-        stem = Path(name).stem
-        return int(stem) if stem.isdigit() and record.get("frame") is None else self.n
+        key = f"{record['source']}#{record.get('frame')}"
+        if key not in self._given:
+            stem = Path(name).stem
+            want = int(stem) if stem.isdigit() and record.get("frame") is None else self.n
+            taken = set(self._given.values())
+            while want in taken:
+                want = max(taken) + 1
+            self._given[key] = want
+        return self._given[key]
 
     def add(self, record: dict, frame) -> None:
         self.n += 1
@@ -340,10 +364,11 @@ class YoloTxtWriter:
             raise SinkError(f"--yolo-txt {folder}: exists and is not a folder")
         self.folder.mkdir(parents=True, exist_ok=True)
         self.index, self.overwrite = class_index, overwrite
+        self._names: dict[str, str] = {}
 
     def add(self, record: dict, frame) -> None:
         w, h = frame.orig_size
-        stem = Path(record["source"]).stem + (f"_f{record['frame']:06d}" if record.get("frame") is not None else "")
+        stem = _unique_stem(record, self._names)
         lines = []
         for det in record.get("detections", []):
             x1, y1, x2, y2 = det["box"]

