@@ -163,3 +163,20 @@ def test_export_cache_key_follows_weights(resnet18_file, tmp_path):
     p2, fresh2 = load("resnet18", str(other)).onnx_path()
     assert fresh2 and p2 != p1
     shutil.os.unlink(p2)
+
+
+def test_weight_digests_are_remembered_across_runs_and_follow_changes(tmp_path, monkeypatch):
+    import hashlib
+
+    from cvtool.models import weights
+
+    monkeypatch.setenv("CVTOOL_HOME", str(tmp_path / "home"))
+    f = tmp_path / "w.bin"
+    f.write_bytes(b"abc" * 1000)
+    want = hashlib.sha256(f.read_bytes()).hexdigest()
+    assert weights.sha256_file(f) == want
+    store = json.loads((tmp_path / "home" / "digests.json").read_text())
+    assert list(store.values()) == [want]
+    weights._sha_memo.clear()
+    f.write_bytes(b"changed")
+    assert weights.sha256_file(f) == hashlib.sha256(b"changed").hexdigest()

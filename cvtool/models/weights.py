@@ -54,19 +54,53 @@ def offline() -> bool:
     return os.environ.get("CVTOOL_OFFLINE", "").lower() in ("1", "true", "yes")
 
 
-_sha_memo: dict[tuple[str, int, int], str] = {}
+_sha_memo: dict[str, str] = {}
 
 
 def sha256_file(path: str | os.PathLike) -> str:
+    """sha256 of a file, remembered across runs in ``$CVTOOL_HOME/digests.json`` by path, size
+    and modification time (hashing a 67 MB weights file on every start costs ~50 ms)."""
     st = os.stat(path)
-    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
-    if key not in _sha_memo:
+    key = f"{os.path.realpath(path)}|{st.st_size}|{st.st_mtime_ns}"
+    if key in _sha_memo:
+        return _sha_memo[key]
+    store = cache_home() / "digests.json"
+    known = _read_digests(store)
+    if key not in known:
         h = hashlib.sha256()
         with open(path, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
-        _sha_memo[key] = h.hexdigest()
-    return _sha_memo[key]
+        known[key] = h.hexdigest()
+        _write_digests(store, known)
+    _sha_memo[key] = known[key]
+    return known[key]
+
+
+def _read_digests(store: Path) -> dict[str, str]:
+    import json
+
+    try:
+        data = json.loads(store.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_digests(store: Path, known: dict[str, str]) -> None:
+    """Best effort, atomic; a read-only cache just means hashing again next time."""
+    import json
+
+    tmp = None
+    try:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=store.parent, prefix=".digests.", suffix=".tmp")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(dict(list(known.items())[-256:]), fh)
+        os.replace(tmp, store)
+    except OSError:
+        if tmp and os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def checksum_problem(spec: ModelSpec, digest: str) -> str | None:
