@@ -217,6 +217,61 @@ def run_task_command(task: str, sources: list[str], *, model: str, weights: str 
     raise typer.Exit(code)
 
 
+class InputError(Exception):
+    """One input cannot be processed; the run records the reason and goes on."""
+
+
+def run_picture_command(task: str, sources: list[str], *, model_name: str, device: str,
+                        process: Callable, fmt: str, output: Path | None, overwrite: bool,
+                        quiet: bool, table_row: Callable | None, table_columns: list[str],
+                        max_pixels: int | None, vid_stride: int = 1, finish: Callable | None = None,
+                        backend: str = "torch") -> None:
+    """The body of the per-picture gradient subcommands (visualize, attack): decode every input,
+    call ``process(frame) -> dict`` (the task's fields; raise :class:`InputError` for a
+    per-input failure), emit one record per input, exit with the right code. ``finish(out)``
+    may print a summary after the last record."""
+    from cvtool.models.differentiable import iter_pictures
+    from cvtool.tasks.base import Record
+
+    try:
+        out = Output(fmt, output, overwrite, quiet, None, table_row=table_row, table_columns=table_columns)
+    except Exception as e:  # SinkError: the output file exists, …
+        raise fail(str(e)) from None
+    interrupted = False
+    try:
+        for item in iter_pictures(sources, max_pixels, vid_stride):
+            base = dict(source=item.source, frame=item.frame, task=task, model=model_name)
+            if not hasattr(item, "rgb"):
+                out.add(Record(error=item.error, **base).to_dict())
+                continue
+            t0 = time.perf_counter()
+            try:
+                fields = process(item)
+                error = None
+            except InputError as e:
+                fields, error = {}, str(e)
+            except MemoryError:
+                fields, error = {}, "out of memory"
+            rec = Record(timestamp=item.timestamp, backend=backend, provider=None, device=device,
+                         image_size=item.orig_size, error=error, fields=fields,
+                         time_ms={"total": round((time.perf_counter() - t0) * 1e3, 3)}, batch_size=1,
+                         **base)
+            item.rgb = None
+            out.add(rec.to_dict())
+    except KeyboardInterrupt:
+        interrupted = True
+    except BrokenPipeError:
+        quiet_stdout_pipe()
+        raise typer.Exit(EXIT_OK)
+    code = out.close(interrupted)
+    if interrupted:
+        print("cvtool: interrupted", file=sys.stderr)
+        raise typer.Exit(130)
+    if finish is not None:
+        finish(out)
+    raise typer.Exit(code)
+
+
 def quiet_stdout_pipe() -> None:
     """After a BrokenPipeError (``cvtool … | head``), exit quietly like other Unix tools."""
     try:
