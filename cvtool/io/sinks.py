@@ -390,3 +390,59 @@ def stringify(records: list[dict]) -> str:
     for r in records:
         w.write(r)
     return buf.getvalue()
+
+
+class ArtifactSaver:
+    """``--save DIR`` for jobs that write several files per input (a picture and its raw array):
+    ``DIR/<stem>[_f<frame>]_<what>.<ext>``, written atomically, never over an existing file
+    unless ``overwrite``. Same-stem inputs get ``_1``, ``_2``… as elsewhere."""
+
+    def __init__(self, folder: str | os.PathLike, overwrite: bool = False, flag: str = "--save"):
+        self.folder = Path(folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise SinkError(f"{flag} {folder}: exists and is not a folder")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SinkError(f"{flag} {folder}: cannot create it ({e.strerror})") from None
+        self.overwrite = overwrite
+        self._names: dict[str, str] = {}
+
+    def stem(self, record: dict) -> str:
+        return _unique_stem(record, self._names)
+
+    def check(self, name: str, exts: tuple[str, ...] = (".png", ".npy")) -> None:
+        """Fail early (before the work) when ``name``'s files exist and may not be replaced."""
+        if not self.overwrite:
+            for ext in exts:
+                if (self.folder / f"{name}{ext}").exists():
+                    raise SinkError(f"{self.folder / (name + ext)} already exists (pass --overwrite to replace it)")
+
+    def png(self, name: str, rgb) -> Path:
+        import cv2
+
+        path = self.folder / f"{name}.png"
+        ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise SinkError(f"could not encode {path.name}")
+        self._write(path, buf.tobytes())
+        return path
+
+    def npy(self, name: str, array) -> Path:
+        import io as _io
+
+        import numpy as np
+
+        path = self.folder / f"{name}.npy"
+        buf = _io.BytesIO()
+        np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+        self._write(path, buf.getvalue())
+        return path
+
+    def _write(self, path: Path, data: bytes) -> None:
+        if path.exists() and not self.overwrite:
+            raise SinkError(f"{path} already exists (pass --overwrite to replace it)")
+        try:
+            write_bytes_atomic(path, data, self.overwrite)
+        except OSError as e:
+            raise SinkError(f"cannot write {path} ({e.strerror})") from None

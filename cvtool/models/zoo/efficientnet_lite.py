@@ -5,6 +5,9 @@ squeeze-and-excitation, uses ReLU6 instead of swish and keeps the stem and head 
 The checkpoint was converted from TensorFlow, so batch norm uses eps=1e-3 and strided
 convolutions use TensorFlow's "SAME" padding (extra padding goes to the bottom/right).
 
+Activations are ``nn.ReLU6`` modules, not functional calls, so that `cvtool visualize` can name,
+hook and (for guided backprop) replace them; they hold no weights.
+
 Tensor shapes: input ``(B, 3, H, W)`` scaled to [-1, 1]; output logits ``(B, 1000)``.
 """
 
@@ -86,8 +89,10 @@ class MBConv(nn.Module):
         if self.has_expand:
             self._expand_conv = nn.Conv2d(c_in, hidden, 1, bias=False)
             self._bn0 = nn.BatchNorm2d(hidden, eps=BN_EPS)
+            self._act0 = nn.ReLU6()
         self._depthwise_conv = SameConv2d(hidden, hidden, kernel, stride, groups=hidden, bias=False)
         self._bn1 = nn.BatchNorm2d(hidden, eps=BN_EPS)
+        self._act1 = nn.ReLU6()
         self._project_conv = nn.Conv2d(hidden, c_out, 1, bias=False)
         self._bn2 = nn.BatchNorm2d(c_out, eps=BN_EPS)
         self.residual = stride == 1 and c_in == c_out
@@ -95,8 +100,8 @@ class MBConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x
         if self.has_expand:
-            y = F.relu6(self._bn0(self._expand_conv(y)))
-        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+            y = self._act0(self._bn0(self._expand_conv(y)))
+        y = self._act1(self._bn1(self._depthwise_conv(y)))
         y = self._bn2(self._project_conv(y))
         return x + y if self.residual else y
 
@@ -109,6 +114,7 @@ class EfficientNetLite(nn.Module):
         super().__init__()
         self._conv_stem = SameConv2d(3, stem, 3, 2, bias=False)
         self._bn0 = nn.BatchNorm2d(stem, eps=BN_EPS)
+        self._act_stem = nn.ReLU6()
         blocks = []
         for repeats, kernel, stride, expand, c_in, c_out in stages:
             for i in range(repeats):
@@ -118,15 +124,16 @@ class EfficientNetLite(nn.Module):
         last = stages[-1][5]
         self._conv_head = nn.Conv2d(last, head, 1, bias=False)
         self._bn1 = nn.BatchNorm2d(head, eps=BN_EPS)
+        self._act_head = nn.ReLU6()
         self._dropout = nn.Dropout(dropout)
         self._fc = nn.Linear(head, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` → last feature map ``(B, 1280, H/32, W/32)``."""
-        x = F.relu6(self._bn0(self._conv_stem(x)))
+        x = self._act_stem(self._bn0(self._conv_stem(x)))
         for block in self._blocks:
             x = block(x)
-        return F.relu6(self._bn1(self._conv_head(x)))
+        return self._act_head(self._bn1(self._conv_head(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)
