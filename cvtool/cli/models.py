@@ -26,7 +26,11 @@ def list_cmd(
     c.check_format(fmt)
     rows = []
     for spec in registry.list_models(task or None):
-        if cached_file(spec).is_file():
+        if spec.weights.hf_repo:
+            from cvtool.models.weights import hf_where
+
+            where = hf_where(spec) or ("download" if not offline() else "missing (offline)")
+        elif cached_file(spec).is_file():
             where = "cache"
         elif _package_file(spec) is not None:
             where = "package"
@@ -87,6 +91,7 @@ def info_cmd(model: Annotated[str, typer.Argument(help="Registry name or cvtool 
         pkg = _package_file(spec)
         info = {"name": spec.name, "task": spec.task, "description": spec.description,
                 "weights": {"file": w.filename, "source": w.source, "license": w.license, "url": w.url,
+                            **({"hf_repo": w.hf_repo, "hf_revision": w.hf_revision} if w.hf_repo else {}),
                             "package": w.package, "sha256": w.sha256, "sha256_prefix": w.sha256_prefix,
                             "cached": str(cached_file(spec)) if cached_file(spec).is_file() else None,
                             "in_package": str(pkg) if pkg else None},
@@ -103,6 +108,11 @@ def pull_cmd(model: Annotated[str, typer.Argument(help="Registry name.")]) -> No
 
     try:
         spec = registry.get(model)
+        if spec.weights.hf_repo:
+            from cvtool.models.weights import pull_hf
+
+            print(str(pull_hf(spec)))
+            return
         if cached_file(spec).is_file():
             print(f"{spec.name}: already cached at {cached_file(spec)}", file=sys.stderr)
             return
@@ -116,7 +126,7 @@ def pull_cmd(model: Annotated[str, typer.Argument(help="Registry name.")]) -> No
 @app.command("import")
 def import_cmd(
     model: Annotated[str, typer.Argument(help="Registry name.")],
-    file: Annotated[str, typer.Argument(help="Weights file brought from another machine.")],
+    file: Annotated[str, typer.Argument(help="Weights file (or, for Hugging Face models, the model folder) brought from another machine.")],
     force: Annotated[bool, typer.Option("--force", help="Import even if the checksum differs from the official file.")] = False,
 ) -> None:
     """Check a weights file (checksum, loads into the architecture) and put it in the cache."""

@@ -53,6 +53,16 @@ class LoadedModel:
             if self.kind == "checkpoint":
                 kwargs["num_classes"] = self.num_classes
             spec = self.spec
+            if spec.weights.hf_repo:  # a Hugging Face folder: the builder loads config and weights
+                try:
+                    module = spec.build(self.weights_path)
+                except Exception as e:
+                    raise ModelError(f"{self.weights_path}: cannot load {spec.name} from this folder "
+                                     f"({(str(e).strip().splitlines() or [type(e).__name__])[0][:200]})") from None
+                from cvtool.models.wrap import Normalized
+
+                self._module = Normalized(module, self.preprocess.mean, self.preprocess.std).eval()
+                return self._module
             module = (spec.build() if not kwargs else
                       registry.ModelSpec(spec.name, spec.task, spec.builder, spec.weights,
                                          builder_kwargs={**spec.builder_kwargs, **kwargs}).build())

@@ -36,6 +36,12 @@ class Weights:
     package_path: str | None = None
     converter: str | None = None  # "module:function(package_file, dest) -> dest" for foreign formats
     metrics: dict = field(default_factory=dict)
+    # Hugging Face models: a folder (config.json + model.safetensors + processor files) from the
+    # Hub repo ``hf_repo``, found in Hugging Face's own cache or downloaded with its code. The
+    # builder then takes that folder: ``fn(path, **builder_kwargs)``.
+    hf_repo: str | None = None
+    hf_revision: str | None = None  # a commit, tag or branch (default: main)
+    hf_files: tuple[str, ...] = ()  # glob patterns of the files needed (default: all)
 
 
 @dataclass(frozen=True)
@@ -55,10 +61,13 @@ class ModelSpec:
     head: str = "nms"
     exportable: bool = True  # False: runs on torch only (auto backend skips the ONNX export)
 
-    def build(self):
-        """Instantiate the network (imports torch)."""
+    def build(self, path=None):
+        """Instantiate the network (imports torch). Hugging Face models are built from their
+        weights folder ``path``; others get un-initialised weights, loaded afterwards."""
         module, _, func = self.builder.partition(":")
         fn: Callable = getattr(importlib.import_module(module), func)
+        if self.weights.hf_repo:
+            return fn(str(path), **self.builder_kwargs)
         return fn(**self.builder_kwargs)
 
 

@@ -10,5 +10,8 @@ _HERE = Path(__file__).parent
 
 @lru_cache(maxsize=None)
 def load_labels(name: str) -> tuple[str, ...]:
+    """The list called ``name``; an empty name (models without classes, e.g. depth) gives ()."""
+    if not name:
+        return ()
     path = _HERE / f"{name}.txt"
     return tuple(line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines())
