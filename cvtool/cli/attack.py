@@ -1,0 +1,146 @@
+"""`cvtool attack`: adversarial examples against a classifier, and robust accuracy."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cvtool.cli import common as c
+
+METHOD_HELP = ("fgsm, bim, pgd, mifgsm, deepfool, cw (white box: need gradients) or square "
+               "(black box: scores only, works on ONNX files too).")
+
+
+def attack(
+    method: Annotated[str, typer.Argument(help=METHOD_HELP, show_default=False)],
+    sources: c.Sources,
+    model: c.ModelOpt = "efficientnet_lite0",
+    weights: c.WeightsOpt = None,
+    eps: Annotated[Optional[str], typer.Option("--eps", help="Perturbation budget in [0, 1] pixel units; fractions allowed. Default 4/255 (linf), 0.5 (l2); none for deepfool and cw.", show_default=False)] = None,
+    alpha: Annotated[Optional[str], typer.Option("--alpha", help="Step size (bim, pgd, mifgsm). Default eps/steps (bim, mifgsm), 2.5·eps/steps (pgd).", show_default=False)] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Iterations: bim/pgd/mifgsm 10, deepfool at most 50, cw 100 per search round.", show_default=False)] = None,
+    restarts: Annotated[int, typer.Option("--restarts", help="pgd: random restarts (a new one only while none has succeeded).")] = 1,
+    norm: Annotated[Optional[str], typer.Option("--norm", help="linf (default) or l2. cw is l2; square is linf.", show_default=False)] = None,
+    target: Annotated[Optional[str], typer.Option("--target", help="Targeted attack: the class (name or id) to reach. Default: untargeted.", show_default=False)] = None,
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="True classes: JSON object, CSV or TSV of file name → class name or id (docs/attack.md). Default: the clean prediction.", show_default=False)] = None,
+    queries: Annotated[Optional[int], typer.Option("--queries", help="square: query budget per picture (default 1000).", show_default=False)] = None,
+    cw_c: Annotated[Optional[float], typer.Option("--c", help="cw: initial trade-off constant (default 1).", show_default=False)] = None,
+    search_steps: Annotated[Optional[int], typer.Option("--search-steps", help="cw: binary-search rounds on c (default 3).", show_default=False)] = None,
+    eval_model: Annotated[Optional[str], typer.Option("--eval-model", help="Also score the adversarial pictures on this model (transfer): registry name, checkpoint or .onnx file.", show_default=False)] = None,
+    save: Annotated[Optional[Path], typer.Option("--save", help="Folder for PNGs: <stem>_adv.png, <stem>_perturbation.png (amplified), <stem>_clean.png, all network-sized.", show_default=False)] = None,
+    backend: Annotated[str, typer.Option("--backend", help="auto (torch; ONNX Runtime for .onnx files), torch, or onnx (square only).")] = "auto",
+    device: c.DeviceOpt = "auto",
+    threads: c.ThreadsOpt = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for random starts and square's random squares.")] = 0,
+    fmt: c.FormatOpt = "auto",
+    output: c.OutputOpt = None,
+    overwrite: c.OverwriteOpt = False,
+    vid_stride: c.VidStrideOpt = 1,
+    max_pixels: c.MaxPixelsOpt = None,
+    quiet: c.QuietOpt = False,
+) -> None:
+    """Attack a classifier: adversarial pictures, with clean and robust accuracy.
+
+    Perturbations live in pixel space [0, 1] of the network-sized picture (normalisation stays inside the model). The result is rounded to 8 bits, kept within --eps and scored again: the record says whether the saved picture still fools the model. One record per input; a summary of clean accuracy, robust accuracy and success rate goes to stderr.
+
+    Examples:
+      cvtool attack pgd sample_images/ --eps 4/255
+      cvtool attack fgsm sample_images/cat.jpg --save adv/
+      cvtool attack pgd sample_images/cat.jpg --target 'goldfish' --steps 20
+      cvtool attack square sample_images/cat.jpg --model lite0.onnx --queries 500
+      cvtool attack mifgsm photos/ --labels truth.csv --eval-model ckpt.pt -o results.jsonl
+    """
+    c.calm_cpu_threads()
+    from cvtool.attack import METHODS, WHITE_BOX
+
+    c.check_format(fmt)
+    method = method.lower()
+    if method not in METHODS:
+        raise c.fail(f"unknown attack {method!r}: choose one of {', '.join(METHODS)}")
+    victim, eval_victim, cfg, target_id, label_map, saver = _setup(
+        method, model, weights, eps, alpha, steps, restarts, norm, target, labels, queries, cw_c, search_steps,
+        eval_model, save, backend, device, threads, seed, overwrite, quiet, need_gradients=method in WHITE_BOX)
+
+    from cvtool.attack.evaluate import Attacker, PictureError
+
+    attacker = Attacker(victim, cfg, target_id, label_map, eval_victim, saver)
+
+    def process(item) -> dict:
+        try:
+            return attacker(item.source, item.frame, item.rgb)
+        except PictureError as e:
+            raise c.InputError(str(e)) from None
+
+    def finish(out) -> None:
+        if quiet or attacker.tally.n == 0:
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        print(attacker.tally.line(), file=sys.stderr)
+        cols, rows = attacker.tally.rows()
+        t = Table(header_style="bold")
+        for i, name in enumerate(cols):
+            t.add_column(name, justify="left" if i == 0 else "right")
+        for row in rows:
+            t.add_row(*row)
+        Console(stderr=True).print(t)
+
+    c.run_picture_command(
+        "attack", sources, model_name=victim.name, device=victim.device, process=process, fmt=fmt,
+        output=output, overwrite=overwrite, quiet=quiet, table_row=_row,
+        table_columns=["source", "truth", "clean", "adversarial (8-bit)", "success", "L∞·255", "L2", "iters/queries"],
+        max_pixels=max_pixels, vid_stride=vid_stride, finish=finish, backend=victim.backend)
+
+
+def _setup(method, model, weights, eps, alpha, steps, restarts, norm, target, labels, queries, cw_c,
+           search_steps, eval_model, save, backend, device, threads, seed, overwrite, quiet, need_gradients):
+    """Everything that can fail before the first record: a usage error exits 2."""
+    from cvtool.attack.config import ConfigError, build_config
+    from cvtool.attack.labels import LabelsError, read_labels_file
+    from cvtool.attack.save import AttackSaver
+    from cvtool.attack.victim import check_backend, load_classifier_model, open_victim
+    from cvtool.io.sinks import SinkError
+    from cvtool.models.differentiable import TargetError, resolve_target
+    from cvtool.models.loader import ModelError
+    from cvtool.runtime.device import DeviceError, parse_device
+
+    try:
+        opts = dict(norm=norm, eps=eps, alpha=alpha, steps=steps, restarts=restarts, queries=queries,
+                    c=cw_c, search_steps=search_steps, seed=seed)
+        build_config(method, **opts)  # option mistakes first, before anything is loaded
+        parse_device(device)
+        loaded = load_classifier_model(model, weights)
+        use_onnx = check_backend(loaded, model, backend, need_gradients)
+        cfg = build_config(method, **opts, input_size=loaded.preprocess.crop)
+        if method == "square" and cfg.eps * 255 < 1 - 1e-6:
+            raise ConfigError("square needs --eps of at least one 8-bit level (1/255)")
+        target_id = None if target is None else resolve_target(target, loaded.labels)
+        label_map = None if labels is None else read_labels_file(labels, loaded.labels)
+        eval_loaded = eval_onnx = None
+        if eval_model is not None:
+            eval_loaded = load_classifier_model(eval_model, option="--eval-model")
+            eval_onnx = check_backend(eval_loaded, eval_model, "auto", False, option="--eval-model")
+            if tuple(eval_loaded.labels) != tuple(loaded.labels):
+                raise ModelError(f"--eval-model {eval_model}: its {len(eval_loaded.labels)} classes are not "
+                                 f"the attacked model's {len(loaded.labels)}, so predictions cannot be compared")
+        saver = AttackSaver(save, overwrite) if save is not None else None
+        notify = None if quiet else (lambda msg: print(f"cvtool: {msg}", file=sys.stderr))
+        victim = open_victim(loaded, use_onnx, device, threads, notify)
+        eval_victim = None if eval_loaded is None else open_victim(eval_loaded, eval_onnx, device, threads, notify)
+        if eval_victim is not None and eval_victim.name == victim.name:
+            eval_victim.name = Path(eval_model).name  # e.g. an ONNX export of the same model: name it by its file
+    except (ConfigError, TargetError, LabelsError, ModelError, DeviceError, SinkError) as e:
+        raise c.fail(str(e)) from None
+    return victim, eval_victim, cfg, target_id, label_map, saver
+
+
+def _row(d: dict) -> list[str]:
+    name = d["source"] + (f"#{d['frame']}" if d.get("frame") is not None else "")
+    adv = d["adversarial"]
+    return [name, d["truth"]["label"], f"{d['clean']['label']} {d['clean']['score']:.2f}",
+            f"{adv['label']} {adv['score']:.2f}", "yes" if d["success_8bit"] else "no",
+            str(d["norms"]["linf_255"]), f"{d['norms']['l2']:.3f}", f"{d['iterations']}/{d['queries']}"]
