@@ -17,6 +17,9 @@ SAMPLES = ROOT / "sample_images"
 _HOME = tempfile.mkdtemp(prefix="cvtool-test-home-")
 os.environ["CVTOOL_HOME"] = _HOME
 os.environ["CVTOOL_OFFLINE"] = "1"
+# As the CLI does (cli.common.calm_cpu_threads): idle torch threads sleep instead of spinning, which
+# on a 2-core machine made gradient tests many times slower. Must precede the first torch import.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @pytest.fixture(scope="session")

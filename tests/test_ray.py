@@ -219,3 +219,24 @@ def test_an_input_that_kills_its_worker_every_time_gets_an_error_record(ray_loca
     lost = [r for r in got if not r["ok"]]
     assert any(r["source"].endswith("coffee.jpg") for r in lost) and len(lost) <= 2  # its batch
     assert all(r["error"].startswith("no record: Ray gave up on the batch") for r in lost)
+
+
+from test_depth import tiny  # noqa: E402,F401  (fixtures: a tiny Depth Anything, a random LR-ASPP)
+from test_segment import SEM, lraspp  # noqa: E402,F401
+
+
+def test_depth_and_segment_on_ray_give_the_local_records(ray_local, cli, samples, tmp_path, tiny, lraspp):
+    """The engine is task-generic: depth (a Hugging Face model folder) and segment (a torchvision
+    state_dict) give the same records on Ray as locally."""
+    photos = [samples / "cat.jpg", samples / "coffee.jpg", tmp_path / "missing.jpg"]
+    for args in (("depth", "--weights", tiny, "--imgsz", "56"), ("segment", "--model", SEM, "--weights", lraspp)):
+        local = cli(*args, *photos)
+        assert local.exit_code == 1
+        out = tmp_path / f"out-{args[0]}"
+        res = cli(*args, *photos, "--engine", "ray", "--output-dir", out, "--batch", "2")
+        assert res.exit_code == 1, res.stderr
+        _same_records(jsonl(local.stdout), _records(out))
+    res = cli("depth", "--weights", tiny, samples / "cat.jpg", "--engine", "ray", "--output-dir",
+              tmp_path / "x", "--save", tmp_path / "pics")
+    assert res.exit_code == 2 and "not supported with --engine ray" in res.stderr
+    assert not (tmp_path / "pics").exists()

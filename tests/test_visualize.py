@@ -226,3 +226,30 @@ def test_occlusion_finds_the_covered_object(clf):
     a = occlusion(Quadrant(), x, 0, window=8, stride=8, fill=0.0)
     assert a.heat[8:24, 8:24].min() > 0.5
     assert a.heat[32:, :].max() == 0 and a.heat[:, 32:].max() == 0
+
+
+def test_synthesis_commands(cli, samples, tmp_path):
+    """The CLI side of class-model, deepdream, invert and style (the methods themselves are
+    tested in test_explain_synthesis.py): records, files, sizes, usage errors."""
+    res = cli("visualize", "class-model", "--target", "goldfinch", "--steps", "40", "--save", tmp_path)
+    assert res.exit_code == 0, res.output
+    rec = jsonl(res.stdout)[0]
+    assert rec["target"]["label"] == "goldfinch"
+    assert rec["target_score_end"] > rec["target_score_start"] + 0.3
+    assert np.load(rec["saved"]["array"]).shape == (224, 224, 3)
+
+    res = cli("visualize", "deepdream", samples / "cat.jpg", "--steps", "2", "--octaves", "2",
+              "--max-size", "160", "--save", tmp_path)
+    rec = jsonl(res.stdout)[0]
+    assert res.exit_code == 0 and rec["layer"] and max(rec["size"]) == 160
+
+    res = cli("visualize", "style", "--content", samples / "cat.jpg", "--style", samples / "flower.jpg",
+              "--steps", "5", "--max-size", "96", "--save", tmp_path)
+    rec = jsonl(res.stdout)[0]
+    assert res.exit_code == 0 and rec["style_loss_end"] < rec["style_loss_start"]
+
+    assert cli("visualize", "class-model", "--save", tmp_path).exit_code == 2  # needs --target
+    assert cli("visualize", "style", "--content", samples / "cat.jpg").exit_code == 2
+    res = cli("visualize", "style", "--content", tmp_path / "nope.jpg", "--style", samples / "flower.jpg",
+              "--save", tmp_path)
+    assert res.exit_code == 1 and "nope.jpg" in res.stderr and "Traceback" not in res.output

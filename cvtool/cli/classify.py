@@ -23,10 +23,16 @@ def classify(
     save: c.SaveOpt = None,
     vid_stride: c.VidStrideOpt = 1,
     max_pixels: c.MaxPixelsOpt = None,
-    workers: c.WorkersOpt = None,
+    workers: c.RayWorkersOpt = None,
     threads: c.ThreadsOpt = None,
     allow_cpu_fallback: c.FallbackOpt = False,
     quiet: c.QuietOpt = False,
+    engine: c.EngineOpt = "local",
+    address: c.AddressOpt = None,
+    gpus_per_worker: c.GpusPerWorkerOpt = 0.0,
+    output_dir: c.OutputDirOpt = None,
+    output_format: c.OutputFormatOpt = "jsonl",
+    resume: c.ResumeOpt = False,
 ) -> None:
     """Classify images: top-k labels with scores, one record per image (or video frame).
 
@@ -45,7 +51,8 @@ def classify(
         table_row=_row, table_columns=["source", "label", "score", f"top-{topk}"],
         batch=batch, device=device, backend=backend, fmt=fmt, output=output, overwrite=overwrite,
         save=save, vid_stride=vid_stride, max_pixels=max_pixels, workers=workers, threads=threads,
-        allow_cpu_fallback=allow_cpu_fallback, quiet=quiet)
+        allow_cpu_fallback=allow_cpu_fallback, quiet=quiet, engine=engine, address=address,
+        gpus_per_worker=gpus_per_worker, output_dir=output_dir, output_format=output_format, resume=resume)
 
 
 def _row(d: dict) -> list[str]:

@@ -43,6 +43,21 @@ WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=1, help="Dec
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU inference threads (default: all cores).")]
 FallbackOpt = Annotated[bool, typer.Option("--allow-cpu-fallback", help="With --device cuda: run on the CPU (and say so) when CUDA cannot load, instead of failing.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, per-error messages or summary on stderr.")]
+# --engine ray (docs/scale.md). RayWorkersOpt replaces WorkersOpt in commands that take --engine.
+EngineOpt = Annotated[str, typer.Option("--engine", help="local (this machine) or ray (a Ray cluster through Ray Data; records go to --output-dir).")]
+AddressOpt = Annotated[Optional[str], typer.Option("--address", help="--engine ray: cluster to join: auto, HOST:PORT or ray://HOST:PORT (default: a running local Ray, else a new one).")]
+RayWorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=1, help="Decode threads (default: min(4, cores)); with --engine ray, inference workers (default: one per GPU share, else one per node).")]
+GpusPerWorkerOpt = Annotated[float, typer.Option("--gpus-per-worker", min=0.0, help="--engine ray: GPUs each inference worker reserves (1, or 0.5 to share one).")]
+OutputDirOpt = Annotated[Optional[str], typer.Option("--output-dir", help="--engine ray (required): folder or URI (s3://, gs://) for the record shards.")]
+OutputFormatOpt = Annotated[str, typer.Option("--output-format", help="--engine ray: jsonl or parquet shards.")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="--engine ray: skip inputs that already have records in --output-dir.")]
+
+
+def calm_cpu_threads() -> None:
+    """Before torch starts: let idle OpenMP threads sleep instead of spinning. On a busy or small
+    machine, spinning threads fight other processes for the cores; torch jobs ran 10–50× slower
+    with 2 spinning threads than with 1 (docs/benchmarks.md). A user's own setting wins."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def check_format(fmt: str) -> str:
@@ -150,11 +165,23 @@ def run_task_command(task: str, sources: list[str], *, model: str, weights: str 
                      output: Path | None, overwrite: bool, save: Path | None, vid_stride: int,
                      max_pixels: int | None, workers: int | None, threads: int | None,
                      allow_cpu_fallback: bool, quiet: bool, make_sinks: Callable | None = None,
-                     loaded=None, noun: str = "record") -> None:
+                     loaded=None, noun: str = "record", runner=None, engine: str = "local",
+                     address: str | None = None, gpus_per_worker: float = 0.0,
+                     output_dir: str | None = None, output_format: str = "jsonl",
+                     resume: bool = False) -> None:
     """The body every inference subcommand shares: load the model, pick the runner, stream the
     inputs through the task, save annotated pictures, feed the task's extra sinks (objects with
     ``add(record, frame)`` and ``close(interrupted)``, made by ``make_sinks(loaded)``), emit
-    records, exit with the right code."""
+    records, exit with the right code. A task with its own way of running (caption's generation
+    loop) passes a ready ``runner`` and ``loaded``. ``engine="ray"`` runs the same task on a Ray
+    cluster instead (:func:`run_on_ray`)."""
+    if engine != "local" or output_dir is not None or resume or address is not None or gpus_per_worker:
+        run_on_ray(task, sources, engine=engine, model=model, weights=weights, loaded=loaded, runner=runner,
+                   make_postprocess=make_postprocess, make_sinks=make_sinks, fmt=fmt, output=output, save=save,
+                   address=address, workers=workers, gpus_per_worker=gpus_per_worker, batch=batch,
+                   output_dir=output_dir, output_format=output_format, resume=resume, overwrite=overwrite,
+                   backend=backend, device=device, threads=threads, allow_cpu_fallback=allow_cpu_fallback,
+                   max_pixels=max_pixels, vid_stride=vid_stride, quiet=quiet)
     from cvtool.io.sinks import PictureSaver, SinkError
     from cvtool.models.loader import ModelError, load
     from cvtool.runtime.device import DeviceError
@@ -163,9 +190,9 @@ def run_task_command(task: str, sources: list[str], *, model: str, weights: str 
     try:
         loaded = loaded or load(model, weights, task=task)
         sinks = make_sinks(loaded) if make_sinks else []
-        runner = make_runner(loaded, backend, device, threads,
-                             notify=None if not quiet else (lambda _m: None),
-                             allow_cpu_fallback=allow_cpu_fallback)
+        runner = runner or make_runner(loaded, backend, device, threads,
+                                       notify=None if not quiet else (lambda _m: None),
+                                       allow_cpu_fallback=allow_cpu_fallback)
         saver = PictureSaver(save, overwrite) if save is not None else None
         srcs, total = collect_sources(sources)
         out = Output(fmt, output, overwrite, quiet, total, table_row=table_row, table_columns=table_columns)
@@ -215,6 +242,53 @@ def run_task_command(task: str, sources: list[str], *, model: str, weights: str 
         print("cvtool: interrupted", file=sys.stderr)
         raise typer.Exit(130)
     raise typer.Exit(code)
+
+
+def run_on_ray(task: str, sources: list[str], *, engine: str, model: str, weights: str | None, loaded,
+               runner, make_postprocess: Callable, make_sinks: Callable | None, fmt: str, output: Path | None,
+               save: Path | None, address: str | None, workers: int | None, gpus_per_worker: float,
+               batch: int, output_dir: str | None, output_format: str, resume: bool, overwrite: bool,
+               backend: str, device: str, threads: int | None, allow_cpu_fallback: bool,
+               max_pixels: int | None, vid_stride: int, quiet: bool) -> None:
+    """``--engine ray``: the same task, model and postprocessing on a Ray cluster; records go to
+    shards in ``--output-dir`` (docs/scale.md). Always raises ``typer.Exit``."""
+    from cvtool.models.loader import ModelError, load
+
+    if engine not in ("local", "ray"):
+        raise fail(f"--engine {engine!r}: expected local or ray")
+    if engine == "local":
+        raise fail("--output-dir, --output-format, --resume, --address and --gpus-per-worker apply to --engine ray")
+    if output_dir is None:
+        raise fail("--engine ray writes records to files: give --output-dir DIR (a folder or s3://…, gs://… URI)")
+    if output is not None or fmt not in ("auto", "jsonl"):
+        raise fail("with --engine ray, records go to --output-dir (--output-format jsonl|parquet), "
+                   "not to --output/--format")
+    if save is not None:
+        raise fail("--save is not supported with --engine ray")
+    if runner is not None:
+        raise fail(f"--engine ray is not supported for {task} yet")
+    from cvtool.scale.ray_engine import RayOptions, ScaleError, require_ray
+    from cvtool.scale.ray_engine import run as ray_run
+
+    try:
+        require_ray()
+        loaded = loaded or load(model, weights, task=task)
+        if make_sinks is not None and make_sinks(loaded):  # the command should have refused earlier
+            raise fail("this command's extra outputs (pictures, crops, label files, COCO results, "
+                       "evaluation) are not supported with --engine ray")
+        opts = RayOptions(output_dir=output_dir, output_format=output_format, address=address, workers=workers,
+                          gpus_per_worker=gpus_per_worker, batch=batch, resume=resume, overwrite=overwrite,
+                          backend=backend, device=device, threads=threads,
+                          allow_cpu_fallback=allow_cpu_fallback, max_pixels=max_pixels,
+                          vid_stride=vid_stride, quiet=quiet)
+        result = ray_run(task, sources, loaded, make_postprocess(loaded), opts)
+    except (ModelError, ScaleError) as e:
+        raise fail(str(e)) from None
+    except KeyboardInterrupt:
+        print(f"cvtool: interrupted; the records written so far stay in {output_dir} "
+              "(the same command with --resume continues)", file=sys.stderr)
+        raise typer.Exit(130)
+    raise typer.Exit(result.exit_code)
 
 
 class InputError(Exception):

@@ -35,10 +35,16 @@ def detect(
     eval_gt: Annotated[Optional[Path], typer.Option("--eval", help="COCO-format ground truth (instances.json): print mAP@[.5:.95], mAP@.5 and per-class AP; pictures are matched by file name.")] = None,
     vid_stride: c.VidStrideOpt = 1,
     max_pixels: c.MaxPixelsOpt = None,
-    workers: c.WorkersOpt = None,
+    workers: c.RayWorkersOpt = None,
     threads: c.ThreadsOpt = None,
     allow_cpu_fallback: c.FallbackOpt = False,
     quiet: c.QuietOpt = False,
+    engine: c.EngineOpt = "local",
+    address: c.AddressOpt = None,
+    gpus_per_worker: c.GpusPerWorkerOpt = 0.0,
+    output_dir: c.OutputDirOpt = None,
+    output_format: c.OutputFormatOpt = "jsonl",
+    resume: c.ResumeOpt = False,
 ) -> None:
     """Detect objects: boxes in picture pixels with score, class id and label, one record per picture.
 
@@ -55,6 +61,8 @@ def detect(
     from cvtool.tasks.evaluate import EvalError, load_ground_truth
 
     c.check_format(fmt)
+    if engine == "ray" and any(x is not None for x in (save_crops, coco_json, yolo_txt, eval_gt)):
+        raise c.fail("--save-crops, --coco-json, --yolo-txt and --eval are not supported with --engine ray")
     if conf is None:
         conf = 0.01 if eval_gt is not None else 0.3
     try:
@@ -92,7 +100,8 @@ def detect(
         table_row=_row, table_columns=["source", "count", "detections"], make_sinks=make_sinks,
         batch=batch, device=device, backend=backend, fmt=fmt, output=output, overwrite=overwrite,
         save=save, vid_stride=vid_stride, max_pixels=max_pixels, workers=workers, threads=threads,
-        allow_cpu_fallback=allow_cpu_fallback, quiet=quiet)
+        allow_cpu_fallback=allow_cpu_fallback, quiet=quiet, engine=engine, address=address,
+        gpus_per_worker=gpus_per_worker, output_dir=output_dir, output_format=output_format, resume=resume)
 
 
 class _Evaluation(CocoResultsWriter):

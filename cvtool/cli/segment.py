@@ -36,10 +36,16 @@ def segment(
     eval_json: Annotated[Optional[Path], typer.Option("--eval-json", help="With --eval: also write the scores to this JSON file.")] = None,
     vid_stride: c.VidStrideOpt = 1,
     max_pixels: c.MaxPixelsOpt = None,
-    workers: c.WorkersOpt = None,
+    workers: c.RayWorkersOpt = None,
     threads: c.ThreadsOpt = None,
     allow_cpu_fallback: c.FallbackOpt = False,
     quiet: c.QuietOpt = False,
+    engine: c.EngineOpt = "local",
+    address: c.AddressOpt = None,
+    gpus_per_worker: c.GpusPerWorkerOpt = 0.0,
+    output_dir: c.OutputDirOpt = None,
+    output_format: c.OutputFormatOpt = "jsonl",
+    resume: c.ResumeOpt = False,
 ) -> None:
     """Segment pictures: per-class pixel shares (semantic) or per-object masks as COCO RLE (--instances).
 
@@ -57,6 +63,8 @@ def segment(
     from cvtool.tasks.segment_eval import EvalError, gt_folder
 
     c.check_format(fmt)
+    if engine == "ray" and (save is not None or eval_gt is not None):
+        raise c.fail("--save and --eval are not supported with --engine ray (records only)")
     name = model or (DEFAULT_INSTANCE if instances else DEFAULT_SEMANTIC)
     try:
         if eval_json is not None and eval_gt is None:
@@ -97,7 +105,8 @@ def segment(
         annotate=None, table_row=_row, table_columns=["source", "result"], make_sinks=make_sinks,
         batch=batch, device=device, backend=backend, fmt=fmt, output=output, overwrite=overwrite,
         save=None, vid_stride=vid_stride, max_pixels=max_pixels, workers=workers, threads=threads,
-        allow_cpu_fallback=allow_cpu_fallback, quiet=quiet)
+        allow_cpu_fallback=allow_cpu_fallback, quiet=quiet, engine=engine, address=address,
+        gpus_per_worker=gpus_per_worker, output_dir=output_dir, output_format=output_format, resume=resume)
 
 
 class _Evaluation:

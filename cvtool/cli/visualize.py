@@ -24,7 +24,7 @@ def visualize(
     model: c.ModelOpt = "efficientnet_lite0",
     weights: c.WeightsOpt = None,
     target: Annotated[Optional[str], typer.Option("--target", "-t", help="Class name or id to explain or synthesise (default: the top prediction).")] = None,
-    layer: Annotated[Optional[str], typer.Option("--layer", "-l", help="Layer name (see `cvtool visualize layers`); default per method.")] = None,
+    layer: Annotated[Optional[str], typer.Option("--layer", "-l", help="Layer name (see `cvtool visualize layers`); default per method (style: the content layer).")] = None,
     save: Annotated[Path, typer.Option("--save", help="Folder for the pictures and .npy arrays.")] = Path("visualize"),
     cmap: Annotated[str, typer.Option("--cmap", help="Heatmap colours: jet, turbo, inferno, viridis, magma, gray.")] = "jet",
     alpha: Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="Heatmap opacity at the hottest places.")] = 0.6,
@@ -67,6 +67,7 @@ def visualize(
       cvtool visualize class-model --target goldfinch
       cvtool visualize style --content cat.jpg --style flower.jpg
     """
+    c.calm_cpu_threads()
     if method not in METHODS:
         import difflib
 
@@ -102,7 +103,9 @@ def visualize(
         if method == "activations" and layer is None:
             raise LayerError("activations needs --layer NAME; `cvtool visualize layers` lists them")
         if method in ("deepdream", "invert") and layer is None:
-            layer = _default_mid_layer(clf)
+            from cvtool.explain.synthesis import default_layer
+
+            layer = default_layer(clf, method)
         saver = ArtifactSaver(save, overwrite) if method != "layers" else None
     except (ModelError, DeviceError, TargetError, LayerError, SinkError) as e:
         raise c.fail(str(e)) from None
@@ -129,19 +132,6 @@ def visualize(
         output=output, overwrite=overwrite, quiet=quiet, table_row=_row,
         table_columns=["source", "method", "target", "saved"], max_pixels=max_pixels,
         vid_stride=vid_stride)
-
-
-def _default_mid_layer(clf) -> str:
-    """A layer about two-thirds of the way through (in forward order, feature maps only): deep
-    enough for object parts, shallow enough to keep some resolution."""
-    from cvtool.explain.layers import layer_table
-
-    table = [r for r in layer_table(clf.net, clf.input_size)
-             if r["shape"] and len(r["shape"]) == 4 and r["shape"][2] > 1 and r["params"] > 0]
-    # Prefer whole blocks (names with fewer dots) when the network has them.
-    depth = min(r["name"].count(".") for r in table)
-    tops = [r for r in table if r["name"].count(".") == depth] or table
-    return tops[int(len(tops) * 0.6)]["name"]
 
 
 def _summary(clf, x, target_id):
@@ -300,11 +290,15 @@ def _run_once(method, clf, saver, slug, target_id, opts, content, style, dev, fm
                 source = content
                 for k in ("jitter", "l2", "blur_every"):
                     kw.pop(k, None)
-                try:
-                    c_rgb = decode_image(content, max_pixels).rgb
-                    s_rgb = decode_image(style, max_pixels).rgb
-                except DecodeError as e:
-                    raise c.fail(str(e), c.EXIT_FAILED) from None
+                pictures = []
+                for flag, path in (("--content", content), ("--style", style)):
+                    try:
+                        pictures.append(decode_image(path, max_pixels).rgb)
+                    except DecodeError as e:
+                        raise c.fail(f"{flag} {path}: {e}", c.EXIT_FAILED) from None
+                c_rgb, s_rgb = pictures
+                if opts["layer"] is not None:
+                    kw["content_layer"] = opts["layer"]
                 r = synthesis.style_transfer(clf, c_rgb, s_rgb, seed=opts["seed"],
                                              progress=progress.update if progress else None, **kw)
                 fields["style_image"] = style

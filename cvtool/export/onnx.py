@@ -78,11 +78,36 @@ def _compare_detect(ref: np.ndarray, got: np.ndarray, tol: float) -> tuple[float
     return max(w1, w2), agree
 
 
+def _compare_segment(ref: np.ndarray, got: np.ndarray, tol: float) -> tuple[float, float]:
+    """Semantic logits ``(B, C, H, W)``: the largest per-pixel softmax difference, and the share
+    of pixels whose class (argmax) agrees, or whose reference top two are within ``tol``."""
+    worst, agree, total = 0.0, 0, 0
+    for r, g in zip(ref, got):  # one picture at a time: (C, H, W) float64 planes, not the batch
+        pr, pg = _softmax(r[None])[0], _softmax(g[None])[0]
+        worst = max(worst, float(np.abs(pr - pg).max()))
+        top2 = np.partition(pr, -2, axis=0)[-2:]
+        ok = (pr.argmax(0) == pg.argmax(0)) | ((top2[1] - top2[0]) <= tol)
+        agree, total = agree + int(ok.sum()), total + ok.size
+    return worst, (agree / total if total else 1.0)
+
+
+def _compare_depth(ref: np.ndarray, got: np.ndarray, tol: float) -> tuple[float, float]:
+    """Depth maps ``(B, H, W)``: the largest difference relative to each map's depth range, and
+    the share of pixel pairs whose nearer/farther order agrees (see cvtool.tasks.depth)."""
+    from cvtool.tasks.depth import compare_depth
+
+    return compare_depth(ref, got, tol)
+
+
 TASKS: dict[str, dict] = {
     "classify": {"tolerance": {"fp32": 1e-3, "fp16": 1e-2}, "compare": _compare_classify,
                  "metric": "softmax probability"},
     "detect": {"tolerance": {"fp32": 1e-3, "fp16": 2e-2}, "compare": _compare_detect,
                "metric": "detection score and normalised box coordinate"},
+    "segment": {"tolerance": {"fp32": 1e-3, "fp16": 2e-2}, "compare": _compare_segment,
+                "metric": "per-pixel softmax probability; decisions = pixel classes"},
+    "depth": {"tolerance": {"fp32": 1e-3, "fp16": 2e-2}, "compare": _compare_depth,
+              "metric": "depth difference / the picture's depth range; decisions = nearer of two pixels"},
 }
 INT8_MIN_AGREEMENT = 0.95
 
@@ -259,7 +284,7 @@ def export(model: LoadedModel, out: str | os.PathLike, opts: ExportOptions, over
         if opts.imgsz < 32:
             raise ExportError("--imgsz must be at least 32")
         pre = Preprocess(resize=round(opts.imgsz * pre.resize / pre.crop) if pre.resize else 0, crop=opts.imgsz,
-                         mean=pre.mean, std=pre.std, interpolation=pre.interpolation)
+                         mean=pre.mean, std=pre.std, interpolation=pre.interpolation, letterbox=pre.letterbox)
         model = dataclasses.replace(model, preprocess=pre)
     if opts.dynamic_size and sizes != "dynamic":
         why = ("its exported graph depends on the input size (e.g. TF 'SAME' padding, adaptive "
@@ -438,6 +463,10 @@ def validate(path: str | os.PathLike, device: str = "cpu") -> dict:
             "num_labels": len(model.labels)}
     if model.task == "detect" and (out.ndim != 2 or out.shape[-1] != 7):
         raise ExportError(f"{path}: a detector must output (K, 7) detections, this one gives {list(out.shape)}")
+    if model.task == "segment" and (out.ndim != 4 or out.shape[1] != len(model.labels)):
+        raise ExportError(f"{path}: a segmenter must output (B, {len(model.labels)}, H, W) logits, this one gives {list(out.shape)}")
+    if model.task == "depth" and out.ndim != 3:
+        raise ExportError(f"{path}: a depth model must output (B, H, W) maps, this one gives {list(out.shape)}")
     if model.task == "classify" and out.shape[-1] != len(model.labels):
         raise ExportError(f"{path}: outputs {out.shape[-1]} classes but its metadata lists {len(model.labels)} labels")
     return info

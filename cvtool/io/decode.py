@@ -1,6 +1,7 @@
 """The one place where pixels are decoded.
 
-Every image that enters cvtool passes through :func:`decode_image` (still images) or
+Every image that enters cvtool passes through :func:`decode_image` (still images; its
+:func:`decode_bytes` for encoded bytes already in memory, e.g. read from an object store) or
 :func:`iter_video_frames` (video). Both return RGB ``uint8`` arrays of shape ``(H, W, 3)``:
 
 * EXIF orientation is applied, so a phone photo taken upright comes out upright;
@@ -83,13 +84,25 @@ def decode_image(path: str, max_pixels: int | None = None,
     this machine (docs/benchmarks.md). Everything else, and any JPEG that looks truncated or
     that the fast path refuses, is decoded by Pillow, which reports damage as an error.
     """
-    from PIL import Image, UnidentifiedImageError
-
     _check_path(path)
-    limit = max_pixels_default() if max_pixels is None else max_pixels
     try:
         with open(path, "rb") as fh:
             data = fh.read()
+    except OSError as e:
+        raise DecodeError(f"cannot decode image: {e}") from None
+    return decode_bytes(data, max_pixels, draft)
+
+
+def decode_bytes(data: bytes, max_pixels: int | None = None,
+                 draft: Callable[[int, int], tuple[int, int]] | None = None) -> Decoded:
+    """:func:`decode_image` for an encoded image already in memory (bytes read from an object
+    store, an archive or a socket): the same checks, decoders and error texts."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise DecodeError("empty file (0 bytes)")
+    limit = max_pixels_default() if max_pixels is None else max_pixels
+    try:
         Image.MAX_IMAGE_PIXELS = None  # our own limit below replaces Pillow's global guard
         try:
             im = Image.open(io.BytesIO(data))

@@ -40,6 +40,10 @@ class LoadedModel:
     weights_path: Path | None = None
     onnx_file: Path | None = None
     num_classes: int | None = None
+    # Checkpoints from `cvtool train`: the architecture's own keyword arguments (e.g. a small
+    # net's in_channels/size/widths) and whether the network was trained on grey pictures.
+    arch_kwargs: dict = field(default_factory=dict)
+    grey_input: bool = False
     _module: object = field(default=None, repr=False)
 
     def torch_module(self):
@@ -52,6 +56,7 @@ class LoadedModel:
             kwargs = {}
             if self.kind == "checkpoint":
                 kwargs["num_classes"] = self.num_classes
+                kwargs.update(self.arch_kwargs)
             spec = self.spec
             if spec.weights.hf_repo:  # a Hugging Face folder: the builder loads config and weights
                 try:
@@ -67,15 +72,28 @@ class LoadedModel:
                       registry.ModelSpec(spec.name, spec.task, spec.builder, spec.weights,
                                          builder_kwargs={**spec.builder_kwargs, **kwargs}).build())
             try:
-                load_into(module, load_state_dict(self.weights_path), str(self.weights_path))
+                state = load_state_dict(self.weights_path)
+                if self.task == "segment":  # the auxiliary head is optional (see models.segmentation)
+                    from cvtool.models.segmentation import fit_aux_head
+
+                    state = fit_aux_head(module, state)
+                load_into(module, state, str(self.weights_path))
             except WeightsError as e:
                 raise ModelError(str(e)) from None
+            if self.grey_input:
+                from cvtool.models.zoo.small_nets import add_grey_input
+
+                add_grey_input(module)
             from cvtool.models.wrap import Normalized
 
             if self.task == "detect":
                 from cvtool.models.detection import DetectWithNMS, TorchvisionDetector
 
                 module = TorchvisionDetector(module) if spec.head == "torchvision" else DetectWithNMS(module)
+            elif self.task == "segment":
+                from cvtool.models.segmentation import wrap as wrap_segmenter
+
+                module = wrap_segmenter(module, spec.head)
             self._module = Normalized(module, self.preprocess.mean, self.preprocess.std).eval()
         return self._module
 
@@ -205,4 +223,5 @@ def _load_checkpoint(path: str) -> LoadedModel:
         name=meta.get("name") or Path(path).stem, task=meta.get("task", spec.task), kind="checkpoint",
         preprocess=Preprocess.from_dict(meta["preprocess"]) if "preprocess" in meta else spec.weights.preprocess,
         labels=labels, weights_sha256=sha256_file(path), weights_origin="checkpoint", spec=spec,
-        weights_path=Path(path), num_classes=len(labels))
+        weights_path=Path(path), num_classes=len(labels),
+        arch_kwargs=dict(meta.get("arch_kwargs") or {}), grey_input=bool(meta.get("grey_input", False)))

@@ -73,7 +73,10 @@ class ModelSpec:
 
 _REGISTRY: dict[str, ModelSpec] = {}
 _ZOO_MODULES = ("cvtool.models.zoo.efficientnet_lite_spec", "cvtool.models.zoo.torchvision_classifiers",
-                "cvtool.models.zoo.ssd_spec", "cvtool.models.zoo.torchvision_detectors")
+                "cvtool.models.zoo.ssd_spec", "cvtool.models.zoo.torchvision_detectors",
+                "cvtool.models.zoo.small_nets_spec", "cvtool.models.zoo.torchvision_segmenters",
+                "cvtool.models.zoo.hf_caption_spec",
+                "cvtool.models.zoo.hf_depth")
 _loaded = False
 
 

@@ -109,7 +109,7 @@ def cached_export(cache_dir: Path, name: str, key_fields: dict, build: Callable[
     fields = dict(key_fields, opset=opset, cvtool=__version__)
     from importlib.metadata import PackageNotFoundError, version
 
-    for dist in ("torch", "torchvision"):  # the exporter and third-party architectures
+    for dist in ("torch", "torchvision", "transformers"):  # the exporter and third-party architectures
         try:
             fields[dist] = version(dist)
         except PackageNotFoundError:
