@@ -72,8 +72,8 @@ def export(
         except registry.UnknownModel as e:
             raise c.fail(str(e)) from None
         if not spec.exportable:  # say so before fetching weights that could not be used anyway
-            raise c.fail(f"{spec.name} cannot be exported: torchvision's detection heads do not trace into "
-                         "a batch-dynamic ONNX graph with correct outputs; it runs on torch", c.EXIT_FAILED)
+            raise c.fail(f"{spec.name} cannot be exported: {spec.export_note or 'it runs on torch only'}",
+                         c.EXIT_FAILED)
     try:
         loaded = load(model, weights)
     except ModelError as e:

@@ -43,6 +43,8 @@ def contenders(model: LoadedModel, threads: int | None = None, include_torch: bo
 
         if torch.cuda.is_available():
             out.append(("torch", "eager cuda", lambda: TorchRunner(model.torch_module(), Device("cuda"))))
+    if model.spec is not None and not model.spec.exportable:
+        return out  # torch only (e.g. a captioner's generation loop)
     path, _ = model.onnx_path()
     out.append(("onnxruntime", "CPUExecutionProvider", lambda: OnnxRunner.fresh(path, Device("cpu"), threads)))
     available = set(_ort().get_available_providers()) if nvidia_gpu_present() else set()

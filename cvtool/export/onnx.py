@@ -264,8 +264,7 @@ def export(model: LoadedModel, out: str | os.PathLike, opts: ExportOptions, over
     if model.kind == "onnx":
         raise ExportUsageError(f"{model.onnx_file} is already an ONNX file (use --validate to check it)")
     if model.spec is not None and not model.spec.exportable:
-        raise ExportError(f"{model.name} cannot be exported: torchvision's detection heads do not trace "
-                          "into a batch-dynamic ONNX graph with correct outputs; it runs on torch")
+        raise ExportError(f"{model.name} cannot be exported: {model.spec.export_note or 'it runs on torch only'}")
     if opts.int8 and not opts.calibrate:
         raise ExportUsageError("--int8 needs --calibrate DIR: a folder of your own pictures to calibrate on")
     if opts.int8 and opts.half:

@@ -60,6 +60,7 @@ class ModelSpec:
     # "torchvision" = the network runs its own NMS.
     head: str = "nms"
     exportable: bool = True  # False: runs on torch only (auto backend skips the ONNX export)
+    export_note: str = ""  # why not exportable, for `cvtool export`'s refusal
 
     def build(self, path=None):
         """Instantiate the network (imports torch). Hugging Face models are built from their

@@ -53,9 +53,9 @@ class GenerationRunner:
     ``$CVTOOL_HOME/onnx``. ``backend="torch"`` keeps it on torch; ``"auto"`` falls back to that,
     and says so, when the export fails. The generation loop (the text decoder, token by token,
     and beam search) always runs on torch. On a CPU it runs on one thread unless ``threads`` is
-    given: its operations are so small that waking more threads costs more than it saves, and
-    on a busy machine far more (docs/benchmarks.md). The generation settings come in ``extra``
-    (see :class:`Captioner`)."""
+    given: its operations are tiny (one token's vector at a time), so more threads gained a few
+    percent on a quiet 2-core machine and cost 1.7-5x on a busy one (docs/benchmarks.md). The
+    generation settings come in ``extra`` (see :class:`Captioner`)."""
 
     def __init__(self, model: LoadedModel, backend: str = "auto", device: str = "auto",
                  threads: int | None = None, notify=None, allow_cpu_fallback: bool = False):

@@ -24,7 +24,9 @@ register(ModelSpec(
     description="BLIP base image captioning (ViT-B/16 encoder, BERT-style decoder; fine-tuned on COCO "
                 "captions by Salesforce); the default; takes --prompt.",
     input_sizes="fixed",
-    exportable=False,  # generation is a loop over the decoder: it runs on torch (docs/caption.md)
+    exportable=False,
+    export_note=("a captioner generates text in a loop over its decoder, which stays in torch; "
+                 "`cvtool caption` exports and caches its image encoder by itself (docs/caption.md)"),
     weights=Weights(
         filename="hf/blip_base",
         preprocess=Preprocess(resize=0, crop=384, mean=CLIP_MEAN, std=CLIP_STD, interpolation="bicubic"),
@@ -47,6 +49,8 @@ register(ModelSpec(
                 "no --prompt.",
     input_sizes="fixed",
     exportable=False,
+    export_note=("a captioner generates text in a loop over its decoder, which stays in torch; "
+                 "`cvtool caption` exports and caches its image encoder by itself (docs/caption.md)"),
     weights=Weights(
         filename="hf/vit_gpt2",
         preprocess=Preprocess(resize=0, crop=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),

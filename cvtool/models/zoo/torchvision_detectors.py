@@ -33,6 +33,7 @@ for _name, _file, _size, _map, _params in _DETECTORS:
         input_sizes="dynamic",  # any letterbox size (--imgsz); the network resizes internally
         head="torchvision",
         exportable=False,
+        export_note="torchvision's detection heads do not trace into a batch-dynamic ONNX graph with correct outputs; it runs on torch",
         weights=Weights(
             filename=_file,
             # letterboxed to a square; the network normalises with its own mean/std

@@ -61,6 +61,7 @@ register(ModelSpec(
     input_sizes="dynamic",
     head="instance",
     exportable=False,
+    export_note="torchvision's detection heads do not trace into a batch-dynamic ONNX graph with correct outputs; it runs on torch",
     weights=Weights(
         filename="maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth",
         # letterboxed to a square; the network normalises with its own mean/std
