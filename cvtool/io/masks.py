@@ -195,16 +195,7 @@ class MaskSaver:
         self.folder, self.overwrite, self.overlay = Path(folder), overwrite, overlay
 
     def _write(self, name: str, data: bytes) -> Path:
-        from cvtool.io.sinks import SinkError, write_bytes_atomic
-
-        path = self.folder / name
-        if path.exists() and not self.overwrite:
-            raise SinkError(f"{path} already exists (pass --overwrite to replace it)")
-        try:
-            write_bytes_atomic(path, data, self.overwrite)
-        except OSError as e:
-            raise SinkError(f"cannot write {path} ({e.strerror})") from None
-        return path
+        return self.files.write(name, data)
 
     def add(self, record: dict, frame) -> None:
         masks = frame.meta.get(MASK_KEY)

@@ -439,6 +439,12 @@ class ArtifactSaver:
         self._write(path, buf.getvalue())
         return path
 
+    def write(self, filename: str, data: bytes) -> Path:
+        """Write already-encoded bytes as ``DIR/filename`` (same rules as png/npy)."""
+        path = self.folder / filename
+        self._write(path, data)
+        return path
+
     def _write(self, path: Path, data: bytes) -> None:
         if path.exists() and not self.overwrite:
             raise SinkError(f"{path} already exists (pass --overwrite to replace it)")
