@@ -9,16 +9,18 @@ from typing import Annotated, Optional
 import typer
 
 from cvtool.cli import common as c
+from cvtool.cli import options as o
 
 METHOD_HELP = ("fgsm, bim, pgd, mifgsm, deepfool, cw (white box: need gradients) or square "
                "(black box: scores only, works on ONNX files too).")
 
 
+@o.shared("backend", *o.RUNTIME, *o.OUTPUT, *o.INPUT, backend=o.Backend("auto (torch; ONNX Runtime for .onnx files), torch, or onnx (square only)."))
 def attack(
     method: Annotated[str, typer.Argument(help=METHOD_HELP, show_default=False)],
-    sources: c.Sources,
-    model: c.ModelOpt = "efficientnet_lite0",
-    weights: c.WeightsOpt = None,
+    sources: o.Sources,
+    model: o.ModelOpt = "efficientnet_lite0",
+    weights: o.WeightsOpt = None,
     eps: Annotated[Optional[str], typer.Option("--eps", help="Perturbation budget in [0, 1] pixel units; fractions allowed. Default 4/255 (linf), 0.5 (l2); none for deepfool and cw.", show_default=False)] = None,
     alpha: Annotated[Optional[str], typer.Option("--alpha", help="Step size (bim, pgd, mifgsm). Default eps/steps (bim, mifgsm), 2.5·eps/steps (pgd).", show_default=False)] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Iterations: bim/pgd/mifgsm 10, deepfool at most 50, cw 100 per search round.", show_default=False)] = None,
@@ -30,17 +32,10 @@ def attack(
     cw_c: Annotated[Optional[float], typer.Option("--c", help="cw: initial trade-off constant (default 1).", show_default=False)] = None,
     search_steps: Annotated[Optional[int], typer.Option("--search-steps", help="cw: binary-search rounds on c (default 3).", show_default=False)] = None,
     eval_model: Annotated[Optional[str], typer.Option("--eval-model", help="Also score the adversarial pictures on this model (transfer): registry name, checkpoint or .onnx file.", show_default=False)] = None,
-    save: Annotated[Optional[Path], typer.Option("--save", help="Folder for PNGs: <stem>_adv.png, <stem>_perturbation.png (amplified), <stem>_clean.png, all network-sized.", show_default=False)] = None,
-    backend: Annotated[str, typer.Option("--backend", help="auto (torch; ONNX Runtime for .onnx files), torch, or onnx (square only).")] = "auto",
-    device: c.DeviceOpt = "auto",
-    threads: c.ThreadsOpt = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for random starts and square's random squares.")] = 0,
-    fmt: c.FormatOpt = "auto",
-    output: c.OutputOpt = None,
-    overwrite: c.OverwriteOpt = False,
-    vid_stride: c.VidStrideOpt = 1,
-    max_pixels: c.MaxPixelsOpt = None,
-    quiet: c.QuietOpt = False,
+    save: o.Save("Folder for PNGs: <stem>_adv.png, <stem>_perturbation.png (amplified), <stem>_clean.png, all network-sized.") = None,
+    seed: o.Seed("Seed for random starts and square's random squares.") = 0,
+    *,
+    opts: o.Options,
 ) -> None:
     """Attack a classifier: adversarial pictures, with clean and robust accuracy.
 
@@ -56,13 +51,14 @@ def attack(
     c.calm_cpu_threads()
     from cvtool.attack import METHODS, WHITE_BOX
 
-    c.check_format(fmt)
+    c.check_format(opts.fmt)
     method = method.lower()
     if method not in METHODS:
         raise c.fail(f"unknown attack {method!r}: choose one of {', '.join(METHODS)}")
     victim, eval_victim, cfg, target_id, label_map, saver = _setup(
         method, model, weights, eps, alpha, steps, restarts, norm, target, labels, queries, cw_c, search_steps,
-        eval_model, save, backend, device, threads, seed, overwrite, quiet, need_gradients=method in WHITE_BOX)
+        eval_model, save, opts.backend, opts.device, opts.threads, seed, opts.overwrite, opts.quiet,
+        need_gradients=method in WHITE_BOX)
 
     from cvtool.attack.evaluate import Attacker, PictureError
 
@@ -75,7 +71,7 @@ def attack(
             raise c.InputError(str(e)) from None
 
     def finish(out) -> None:
-        if quiet or attacker.tally.n == 0:
+        if opts.quiet or attacker.tally.n == 0:
             return
         from rich.console import Console
         from rich.table import Table
@@ -90,10 +86,9 @@ def attack(
         Console(stderr=True).print(t)
 
     c.run_picture_command(
-        "attack", sources, model_name=victim.name, device=victim.device, process=process, fmt=fmt,
-        output=output, overwrite=overwrite, quiet=quiet, table_row=_row,
+        "attack", sources, opts, model_name=victim.name, device=victim.device, process=process, table_row=_row,
         table_columns=["source", "truth", "clean", "adversarial (8-bit)", "success", "L∞·255", "L2", "iters/queries"],
-        max_pixels=max_pixels, vid_stride=vid_stride, finish=finish, backend=victim.backend)
+        finish=finish, backend=victim.backend)
 
 
 def _setup(method, model, weights, eps, alpha, steps, restarts, norm, target, labels, queries, cw_c,

@@ -2,34 +2,25 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from cvtool.cli import common as c
+from cvtool.cli import options as o
 
 
+@o.shared(*o.RECORDS, batch=4, backend=o.Backend("auto: the image encoder on ONNX Runtime (exported once, cached), the generation loop on torch; torch: all on torch; onnx: as auto, but fail if the encoder does not export."))
 def caption(
-    sources: c.Sources,
+    sources: o.Sources,
     model: Annotated[str, typer.Option("--model", "-m", help="blip_base, vit_gpt2 (Hugging Face weights: `cvtool models pull`/`import`, or --weights FOLDER), or labels: a sentence built from the bundled classifier's and detector's labels, offline, marked kind=labels.")] = "blip_base",
     weights: Annotated[Optional[str], typer.Option("--weights", help="The model's Hugging Face folder (save_pretrained: config.json, weights, tokenizer files).")] = None,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, max=512, help="Stop a caption after this many generated tokens.")] = 30,
     beams: Annotated[int, typer.Option("--beams", min=1, max=16, help="Beam search width (1: greedy). Never sampling, so runs repeat exactly.")] = 1,
     prompt: Annotated[Optional[str], typer.Option("--prompt", help="Text the caption must continue (conditional captioning; BLIP only). The caption includes it.")] = None,
-    batch: c.BatchOpt = 4,
-    device: c.DeviceOpt = "auto",
-    backend: Annotated[str, typer.Option("--backend", help="auto: the image encoder on ONNX Runtime (exported once, cached), the generation loop on torch; torch: all on torch; onnx: as auto, but fail if the encoder does not export.")] = "auto",
-    fmt: c.FormatOpt = "auto",
-    output: c.OutputOpt = None,
-    overwrite: c.OverwriteOpt = False,
-    save: Annotated[Optional[Path], typer.Option("--save", help="Folder for copies of the inputs with the caption written on them.")] = None,
-    vid_stride: c.VidStrideOpt = 1,
-    max_pixels: c.MaxPixelsOpt = None,
-    workers: c.WorkersOpt = None,
-    threads: c.ThreadsOpt = None,
-    allow_cpu_fallback: c.FallbackOpt = False,
-    quiet: c.QuietOpt = False,
+    save: o.Save("Folder for copies of the inputs with the caption written on them.") = None,
+    *,
+    opts: o.Options,
 ) -> None:
     """Caption images: one sentence per image (or video frame), with the model that wrote it.
 
@@ -47,11 +38,11 @@ def caption(
     from cvtool.runtime.device import DeviceError
     from cvtool.tasks import caption as cap
 
-    c.check_format(fmt)
+    c.check_format(opts.fmt)
     c.calm_cpu_threads()
     if prompt is not None and not prompt.strip():
         raise c.fail("--prompt: empty text")
-    notify = (lambda _m: None) if quiet else None
+    notify = (lambda _m: None) if opts.quiet else None
     try:
         if model == cap.LABELS_MODEL:
             if weights is not None:
@@ -61,7 +52,7 @@ def caption(
                 raise ModelError("--prompt: --model labels builds its sentence from labels and cannot "
                                  "continue a prompt; use blip_base")
             loaded = cap.load_labels_model()
-            runner = cap.LabelsRunner(loaded, backend, device, threads, notify, allow_cpu_fallback)
+            runner = cap.LabelsRunner(loaded, opts.backend, opts.device, opts.threads, notify, opts.allow_cpu_fallback)
             postprocess = cap.LabelsCaptioner(loaded)
         else:
             if prompt is not None:  # refuse before looking for weights that would not help
@@ -70,18 +61,15 @@ def caption(
                     raise ModelError(f"--prompt: {spec.name} cannot continue a prompt (conditional "
                                      "captioning needs a BLIP model, e.g. blip_base)")
             loaded = load(model, weights, task=cap.TASK)
-            runner = cap.GenerationRunner(loaded, backend, device, threads, notify, allow_cpu_fallback)
+            runner = cap.GenerationRunner(loaded, opts.backend, opts.device, opts.threads, notify, opts.allow_cpu_fallback)
             postprocess = cap.Captioner(runner.net, max_tokens, beams, prompt)
     except (ModelError, DeviceError, ValueError) as e:
         raise c.fail(str(e)) from None
 
     c.run_task_command(
-        cap.TASK, sources, model=model, weights=weights, loaded=loaded, runner=runner,
+        cap.TASK, sources, opts, model=model, weights=weights, loaded=loaded, runner=runner,
         make_postprocess=lambda m: postprocess, annotate=_annotate,
-        table_row=_row, table_columns=["source", "kind", "caption"],
-        batch=batch, device=device, backend=backend, fmt=fmt, output=output, overwrite=overwrite,
-        save=save, vid_stride=vid_stride, max_pixels=max_pixels, workers=workers, threads=threads,
-        allow_cpu_fallback=allow_cpu_fallback, quiet=quiet)
+        table_row=_row, table_columns=["source", "kind", "caption"], save=save)
 
 
 def _annotate(rgb, rec: dict):

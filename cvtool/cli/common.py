@@ -12,9 +12,11 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Callable
 
 import typer
+
+from cvtool.cli import options as _options
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -24,33 +26,9 @@ def fail(msg: str, code: int = EXIT_USAGE) -> "typer.Exit":
     return typer.Exit(code)
 
 
-# Shared option declarations (typer.Option objects are reusable as Annotated metadata).
-Sources = Annotated[list[str], typer.Argument(
-    help="Image files, folders (searched recursively for image files), globs, video files, or - to read paths from stdin.",
-    show_default=False)]
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Registry name, cvtool .onnx file, or `cvtool train` checkpoint.")]
-WeightsOpt = Annotated[Optional[str], typer.Option("--weights", help="Weights file for a registry model (overrides cache and packages).")]
-BatchOpt = Annotated[int, typer.Option("--batch", "-b", min=1, max=4096, help="Images per inference batch.")]
-DeviceOpt = Annotated[str, typer.Option("--device", "-d", help="auto, cpu, cuda, cuda:N or mps.")]
-BackendOpt = Annotated[str, typer.Option("--backend", help="auto (ONNX Runtime, torch as fallback), onnx or torch.")]
-FormatOpt = Annotated[str, typer.Option("--format", "-f", help="auto (table on a terminal, JSON Lines otherwise), jsonl, csv or table.")]
-OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write records to this file (.jsonl or .csv), atomically.")]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")]
-SaveOpt = Annotated[Optional[Path], typer.Option("--save", help="Folder for annotated copies of the inputs.")]
-VidStrideOpt = Annotated[int, typer.Option("--vid-stride", min=1, help="Use every N-th video frame.")]
-MaxPixelsOpt = Annotated[Optional[int], typer.Option("--max-pixels", min=1, help="Refuse images with more pixels than this (decompression-bomb guard; default 89,478,485).")]
-WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=1, help="Decode threads (default: min(4, cores)).")]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU inference threads (default: all cores).")]
-FallbackOpt = Annotated[bool, typer.Option("--allow-cpu-fallback", help="With --device cuda: run on the CPU (and say so) when CUDA cannot load, instead of failing.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, per-error messages or summary on stderr.")]
-# --engine ray (docs/scale.md). RayWorkersOpt replaces WorkersOpt in commands that take --engine.
-EngineOpt = Annotated[str, typer.Option("--engine", help="local (this machine) or ray (a Ray cluster through Ray Data; records go to --output-dir).")]
-AddressOpt = Annotated[Optional[str], typer.Option("--address", help="--engine ray: cluster to join: auto, HOST:PORT or ray://HOST:PORT (default: a running local Ray, else a new one).")]
-RayWorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=1, help="Decode threads (default: min(4, cores)); with --engine ray, inference workers (default: one per GPU share, else one per node).")]
-GpusPerWorkerOpt = Annotated[float, typer.Option("--gpus-per-worker", min=0.0, help="--engine ray: GPUs each inference worker reserves (1, or 0.5 to share one).")]
-OutputDirOpt = Annotated[Optional[str], typer.Option("--output-dir", help="--engine ray (required): folder or URI (s3://, gs://) for the record shards.")]
-OutputFormatOpt = Annotated[str, typer.Option("--output-format", help="--engine ray: jsonl or parquet shards.")]
-ResumeOpt = Annotated[bool, typer.Option("--resume", help="--engine ray: skip inputs that already have records in --output-dir.")]
+# The shared option declarations live in cvtool/cli/options.py; commands get them through
+# ``options.shared`` as one ``Options`` object, which the functions below take.
+Options = _options.Options
 
 
 def calm_cpu_threads() -> None:
@@ -159,29 +137,19 @@ class Output:
         return EXIT_FAILED if self.failed else EXIT_OK
 
 
-def run_task_command(task: str, sources: list[str], *, model: str, weights: str | None,
+def run_task_command(task: str, sources: list[str], opts: Options, *, model: str, weights: str | None,
                      make_postprocess: Callable, annotate: Callable | None, table_row: Callable,
-                     table_columns: list[str], batch: int, device: str, backend: str, fmt: str,
-                     output: Path | None, overwrite: bool, save: Path | None, vid_stride: int,
-                     max_pixels: int | None, workers: int | None, threads: int | None,
-                     allow_cpu_fallback: bool, quiet: bool, make_sinks: Callable | None = None,
-                     loaded=None, noun: str = "record", runner=None, engine: str = "local",
-                     address: str | None = None, gpus_per_worker: float = 0.0,
-                     output_dir: str | None = None, output_format: str = "jsonl",
-                     resume: bool = False) -> None:
+                     table_columns: list[str], save: Path | None = None, make_sinks: Callable | None = None,
+                     loaded=None, noun: str = "record", runner=None) -> None:
     """The body every inference subcommand shares: load the model, pick the runner, stream the
     inputs through the task, save annotated pictures, feed the task's extra sinks (objects with
     ``add(record, frame)`` and ``close(interrupted)``, made by ``make_sinks(loaded)``), emit
     records, exit with the right code. A task with its own way of running (caption's generation
     loop) passes a ready ``runner`` and ``loaded``. ``engine="ray"`` runs the same task on a Ray
     cluster instead (:func:`run_on_ray`)."""
-    if engine != "local" or output_dir is not None or resume or address is not None or gpus_per_worker:
-        run_on_ray(task, sources, engine=engine, model=model, weights=weights, loaded=loaded, runner=runner,
-                   make_postprocess=make_postprocess, make_sinks=make_sinks, fmt=fmt, output=output, save=save,
-                   address=address, workers=workers, gpus_per_worker=gpus_per_worker, batch=batch,
-                   output_dir=output_dir, output_format=output_format, resume=resume, overwrite=overwrite,
-                   backend=backend, device=device, threads=threads, allow_cpu_fallback=allow_cpu_fallback,
-                   max_pixels=max_pixels, vid_stride=vid_stride, quiet=quiet)
+    if opts.ray_requested:
+        run_on_ray(task, sources, opts, model=model, weights=weights, loaded=loaded, runner=runner,
+                   make_postprocess=make_postprocess, make_sinks=make_sinks, save=save)
     from cvtool.io.sinks import PictureSaver, SinkError
     from cvtool.models.loader import ModelError, load
     from cvtool.runtime.device import DeviceError
@@ -190,21 +158,22 @@ def run_task_command(task: str, sources: list[str], *, model: str, weights: str 
     try:
         loaded = loaded or load(model, weights, task=task)
         sinks = make_sinks(loaded) if make_sinks else []
-        runner = runner or make_runner(loaded, backend, device, threads,
-                                       notify=None if not quiet else (lambda _m: None),
-                                       allow_cpu_fallback=allow_cpu_fallback)
-        saver = PictureSaver(save, overwrite) if save is not None else None
+        runner = runner or make_runner(loaded, opts.backend, opts.device, opts.threads,
+                                       notify=None if not opts.quiet else (lambda _m: None),
+                                       allow_cpu_fallback=opts.allow_cpu_fallback)
+        saver = PictureSaver(save, opts.overwrite) if save is not None else None
         srcs, total = collect_sources(sources)
-        out = Output(fmt, output, overwrite, quiet, total, table_row=table_row, table_columns=table_columns)
+        out = Output(opts.fmt, opts.output, opts.overwrite, opts.quiet, total, table_row=table_row,
+                     table_columns=table_columns)
     except (ModelError, DeviceError, SinkError) as e:
         raise fail(str(e)) from None
 
-    opts = RunOptions(backend=backend, device=device, batch=batch, workers=workers, threads=threads,
-                      vid_stride=vid_stride, max_pixels=max_pixels,
-                      keep_pixels=saver is not None or any(getattr(s, "needs_pixels", False) for s in sinks))
+    run_opts = RunOptions(backend=opts.backend, device=opts.device, batch=opts.batch, workers=opts.workers,
+                          threads=opts.threads, vid_stride=opts.vid_stride, max_pixels=opts.max_pixels,
+                          keep_pixels=saver is not None or any(getattr(s, "needs_pixels", False) for s in sinks))
     interrupted = False
     try:
-        for record, frame in run(task, loaded, runner, srcs, make_postprocess(loaded), opts):
+        for record, frame in run(task, loaded, runner, srcs, make_postprocess(loaded), run_opts):
             d = record.to_dict()
             if saver is not None and frame is not None and annotate is not None:
                 try:
@@ -244,23 +213,19 @@ def run_task_command(task: str, sources: list[str], *, model: str, weights: str 
     raise typer.Exit(code)
 
 
-def run_on_ray(task: str, sources: list[str], *, engine: str, model: str, weights: str | None, loaded,
-               runner, make_postprocess: Callable, make_sinks: Callable | None, fmt: str, output: Path | None,
-               save: Path | None, address: str | None, workers: int | None, gpus_per_worker: float,
-               batch: int, output_dir: str | None, output_format: str, resume: bool, overwrite: bool,
-               backend: str, device: str, threads: int | None, allow_cpu_fallback: bool,
-               max_pixels: int | None, vid_stride: int, quiet: bool) -> None:
+def run_on_ray(task: str, sources: list[str], opts: Options, *, model: str, weights: str | None, loaded,
+               runner, make_postprocess: Callable, make_sinks: Callable | None, save: Path | None) -> None:
     """``--engine ray``: the same task, model and postprocessing on a Ray cluster; records go to
     shards in ``--output-dir`` (docs/scale.md). Always raises ``typer.Exit``."""
     from cvtool.models.loader import ModelError, load
 
-    if engine not in ("local", "ray"):
-        raise fail(f"--engine {engine!r}: expected local or ray")
-    if engine == "local":
+    if opts.engine not in ("local", "ray"):
+        raise fail(f"--engine {opts.engine!r}: expected local or ray")
+    if opts.engine == "local":
         raise fail("--output-dir, --output-format, --resume, --address and --gpus-per-worker apply to --engine ray")
-    if output_dir is None:
+    if opts.output_dir is None:
         raise fail("--engine ray writes records to files: give --output-dir DIR (a folder or s3://…, gs://… URI)")
-    if output is not None or fmt not in ("auto", "jsonl"):
+    if opts.output is not None or opts.fmt not in ("auto", "jsonl"):
         raise fail("with --engine ray, records go to --output-dir (--output-format jsonl|parquet), "
                    "not to --output/--format")
     if save is not None:
@@ -276,16 +241,17 @@ def run_on_ray(task: str, sources: list[str], *, engine: str, model: str, weight
         if make_sinks is not None and make_sinks(loaded):  # the command should have refused earlier
             raise fail("this command's extra outputs (pictures, crops, label files, COCO results, "
                        "evaluation) are not supported with --engine ray")
-        opts = RayOptions(output_dir=output_dir, output_format=output_format, address=address, workers=workers,
-                          gpus_per_worker=gpus_per_worker, batch=batch, resume=resume, overwrite=overwrite,
-                          backend=backend, device=device, threads=threads,
-                          allow_cpu_fallback=allow_cpu_fallback, max_pixels=max_pixels,
-                          vid_stride=vid_stride, quiet=quiet)
-        result = ray_run(task, sources, loaded, make_postprocess(loaded), opts)
+        ray_opts = RayOptions(output_dir=opts.output_dir, output_format=opts.output_format,
+                              address=opts.address, workers=opts.workers, gpus_per_worker=opts.gpus_per_worker,
+                              batch=opts.batch, resume=opts.resume, overwrite=opts.overwrite,
+                              backend=opts.backend, device=opts.device, threads=opts.threads,
+                              allow_cpu_fallback=opts.allow_cpu_fallback, max_pixels=opts.max_pixels,
+                              vid_stride=opts.vid_stride, quiet=opts.quiet)
+        result = ray_run(task, sources, loaded, make_postprocess(loaded), ray_opts)
     except (ModelError, ScaleError) as e:
         raise fail(str(e)) from None
     except KeyboardInterrupt:
-        print(f"cvtool: interrupted; the records written so far stay in {output_dir} "
+        print(f"cvtool: interrupted; the records written so far stay in {opts.output_dir} "
               "(the same command with --resume continues)", file=sys.stderr)
         raise typer.Exit(130)
     raise typer.Exit(result.exit_code)
@@ -295,25 +261,24 @@ class InputError(Exception):
     """One input cannot be processed; the run records the reason and goes on."""
 
 
-def run_picture_command(task: str, sources: list[str], *, model_name: str, device: str,
-                        process: Callable, fmt: str, output: Path | None, overwrite: bool,
-                        quiet: bool, table_row: Callable | None, table_columns: list[str],
-                        max_pixels: int | None, vid_stride: int = 1, finish: Callable | None = None,
-                        backend: str = "torch") -> None:
+def run_picture_command(task: str, sources: list[str], opts: Options, *, model_name: str, device: str,
+                        process: Callable, table_row: Callable | None, table_columns: list[str],
+                        finish: Callable | None = None, backend: str = "torch") -> None:
     """The body of the per-picture gradient subcommands (visualize, attack): decode every input,
     call ``process(frame) -> dict`` (the task's fields; raise :class:`InputError` for a
     per-input failure), emit one record per input, exit with the right code. ``finish(out)``
-    may print a summary after the last record."""
+    may print a summary after the last record. ``device`` is the device the model really runs on."""
     from cvtool.models.differentiable import iter_pictures
     from cvtool.tasks.base import Record
 
     try:
-        out = Output(fmt, output, overwrite, quiet, None, table_row=table_row, table_columns=table_columns)
+        out = Output(opts.fmt, opts.output, opts.overwrite, opts.quiet, None, table_row=table_row,
+                     table_columns=table_columns)
     except Exception as e:  # SinkError: the output file exists, …
         raise fail(str(e)) from None
     interrupted = False
     try:
-        for item in iter_pictures(sources, max_pixels, vid_stride):
+        for item in iter_pictures(sources, opts.max_pixels, opts.vid_stride):
             base = dict(source=item.source, frame=item.frame, task=task, model=model_name)
             if not hasattr(item, "rgb"):
                 out.add(Record(error=item.error, **base).to_dict())

@@ -10,40 +10,26 @@ from typing import Annotated, Optional
 import typer
 
 from cvtool.cli import common as c
+from cvtool.cli import options as o
 
 CMAPS = ("turbo", "inferno", "magma", "viridis", "jet", "gray")  # = cvtool.render.depth.DEPTH_COLORMAPS
 
 
+@o.shared(*o.RECORDS, *o.ENGINE, batch=4)
 def depth(
-    sources: c.Sources,
-    model: c.ModelOpt = "depth_anything_v2_small",
+    sources: o.Sources,
+    model: o.ModelOpt = "depth_anything_v2_small",
     weights: Annotated[Optional[str], typer.Option("--weights", help="The model's Hugging Face folder (config.json + model.safetensors, as save_pretrained writes); overrides the cache.")] = None,
-    imgsz: Annotated[Optional[int], typer.Option("--imgsz", min=14, help="Network input size (square; a multiple of 14 for Depth Anything, 32 for DPT). Default: the model's own (518 or 384).", show_default=False)] = None,
-    save: Annotated[Optional[Path], typer.Option("--save", help="Folder for depth pictures: <stem>_depth.png (colour), <stem>_depth16.png (16-bit) per image; <stem>_depth.webm per video.")] = None,
+    imgsz: o.Imgsz("Network input size (square; a multiple of 14 for Depth Anything, 32 for DPT). Default: the model's own (518 or 384).", min=14) = None,
+    save: o.Save("Folder for depth pictures: <stem>_depth.png (colour), <stem>_depth16.png (16-bit) per image; <stem>_depth.webm per video.") = None,
     cmap: Annotated[str, typer.Option("--cmap", help="Colour map for --save: turbo, inferno, magma, viridis, jet or gray (near = bright end).")] = "turbo",
     npy: Annotated[bool, typer.Option("--npy", help="With --save: also the float32 depth map at the picture's size, <stem>_depth.npy (per video frame: <stem>_f<frame>_depth.npy).")] = False,
-    eval_gt: Annotated[Optional[Path], typer.Option("--eval", help="Folder of ground-truth depth or disparity maps named like the pictures (<stem>.png/.npy/.npz/.pfm/.tif): align by least-squares scale and shift, print AbsRel and δ<1.25.")] = None,
+    eval_gt: o.Eval("Folder of ground-truth depth or disparity maps named like the pictures (<stem>.png/.npy/.npz/.pfm/.tif): align by least-squares scale and shift, print AbsRel and δ<1.25.") = None,
     gt_kind: Annotated[str, typer.Option("--gt-kind", help="What the --eval files hold: depth or disparity.")] = "depth",
     gt_scale: Annotated[float, typer.Option("--gt-scale", min=1e-12, help="Divide integer ground-truth images (PNG/TIFF) by this (e.g. 256 for KITTI, 1000 for millimetres).")] = 1.0,
     depth_cap: Annotated[Optional[float], typer.Option("--depth-cap", min=1e-12, help="--eval: largest depth an aligned prediction may reach, in ground-truth depth units (default: the farthest valid ground-truth depth of each picture).", show_default=False)] = None,
-    batch: c.BatchOpt = 4,
-    device: c.DeviceOpt = "auto",
-    backend: c.BackendOpt = "auto",
-    fmt: c.FormatOpt = "auto",
-    output: c.OutputOpt = None,
-    overwrite: c.OverwriteOpt = False,
-    vid_stride: c.VidStrideOpt = 1,
-    max_pixels: c.MaxPixelsOpt = None,
-    workers: c.RayWorkersOpt = None,
-    threads: c.ThreadsOpt = None,
-    allow_cpu_fallback: c.FallbackOpt = False,
-    quiet: c.QuietOpt = False,
-    engine: c.EngineOpt = "local",
-    address: c.AddressOpt = None,
-    gpus_per_worker: c.GpusPerWorkerOpt = 0.0,
-    output_dir: c.OutputDirOpt = None,
-    output_format: c.OutputFormatOpt = "jsonl",
-    resume: c.ResumeOpt = False,
+    *,
+    opts: o.Options,
 ) -> None:
     """Estimate relative depth (larger = nearer): per-picture stats, optional depth pictures and arrays.
 
@@ -58,8 +44,8 @@ def depth(
     from cvtool.models.loader import ModelError, load
     from cvtool.tasks.depth import TASK, DepthEstimator, DepthFiles
 
-    c.check_format(fmt)
-    if engine == "ray" and (save is not None or eval_gt is not None):
+    c.check_format(opts.fmt)
+    if opts.engine == "ray" and (save is not None or eval_gt is not None):
         raise c.fail("--save and --eval are not supported with --engine ray (records only)")
     if cmap not in CMAPS:
         raise c.fail(f"--cmap {cmap!r}: expected one of {', '.join(CMAPS)}")
@@ -90,18 +76,15 @@ def depth(
     def make_sinks(m):
         sinks = []
         if save is not None:
-            sinks.append(DepthFiles(save, overwrite, cmap=cmap, npy=npy))
+            sinks.append(DepthFiles(save, opts.overwrite, cmap=cmap, npy=npy))
         if eval_gt is not None:
             sinks.append(_Evaluation(eval_gt, gt_kind, gt_scale, depth_cap))
         return sinks
 
     c.run_task_command(
-        TASK, sources, model=model, weights=weights, loaded=loaded, make_postprocess=DepthEstimator,
+        TASK, sources, opts, model=model, weights=weights, loaded=loaded, make_postprocess=DepthEstimator,
         annotate=None, table_row=_row, table_columns=["source", "min", "median", "max", "size"],
-        make_sinks=make_sinks, batch=batch, device=device, backend=backend, fmt=fmt, output=output,
-        overwrite=overwrite, save=None, vid_stride=vid_stride, max_pixels=max_pixels, workers=workers,
-        threads=threads, allow_cpu_fallback=allow_cpu_fallback, quiet=quiet, engine=engine, address=address,
-        gpus_per_worker=gpus_per_worker, output_dir=output_dir, output_format=output_format, resume=resume)
+        make_sinks=make_sinks)
 
 
 class _Evaluation:

@@ -9,42 +9,28 @@ from typing import Annotated, Optional
 import typer
 
 from cvtool.cli import common as c
+from cvtool.cli import options as o
 from cvtool.io.sinks import CocoResultsWriter  # stdlib-only module: cheap for --help
 
 
+@o.shared(*o.RECORDS, *o.ENGINE)
 def detect(
-    sources: c.Sources,
-    model: c.ModelOpt = "ssd_mobilenet_v2_coco",
-    weights: c.WeightsOpt = None,
+    sources: o.Sources,
+    model: o.ModelOpt = "ssd_mobilenet_v2_coco",
+    weights: o.WeightsOpt = None,
     conf: Annotated[Optional[float], typer.Option("--conf", min=0.0, max=1.0, help="Minimum score of a detection (default 0.3; 0.01 with --eval).", show_default=False)] = None,
     iou: Annotated[float, typer.Option("--iou", min=0.0, max=1.0, help="NMS IoU threshold (per class; across classes with --agnostic-nms).")] = 0.6,
     classes: Annotated[Optional[str], typer.Option("--classes", help="Only these classes: names or ids, comma-separated (e.g. person,cat).")] = None,
     max_det: Annotated[int, typer.Option("--max-det", min=1, help="At most this many detections per picture.")] = 100,
     agnostic_nms: Annotated[bool, typer.Option("--agnostic-nms", help="Also suppress overlapping boxes of different classes.")] = False,
-    imgsz: Annotated[Optional[int], typer.Option("--imgsz", min=32, help="Network input size, where the model allows.")] = None,
-    batch: c.BatchOpt = 8,
-    device: c.DeviceOpt = "auto",
-    backend: c.BackendOpt = "auto",
-    fmt: c.FormatOpt = "auto",
-    output: c.OutputOpt = None,
-    overwrite: c.OverwriteOpt = False,
-    save: c.SaveOpt = None,
+    imgsz: o.Imgsz("Network input size, where the model allows.") = None,
+    save: o.Save("Folder for copies of the inputs with the boxes drawn on them (and annotated videos).") = None,
     save_crops: Annotated[Optional[Path], typer.Option("--save-crops", help="Folder for one cropped image per detection.")] = None,
     coco_json: Annotated[Optional[Path], typer.Option("--coco-json", help="Write detections in COCO results format to this file.")] = None,
     yolo_txt: Annotated[Optional[Path], typer.Option("--yolo-txt", help="Folder for YOLO label files (one .txt per picture).")] = None,
-    eval_gt: Annotated[Optional[Path], typer.Option("--eval", help="COCO-format ground truth (instances.json): print mAP@[.5:.95], mAP@.5 and per-class AP; pictures are matched by file name.")] = None,
-    vid_stride: c.VidStrideOpt = 1,
-    max_pixels: c.MaxPixelsOpt = None,
-    workers: c.RayWorkersOpt = None,
-    threads: c.ThreadsOpt = None,
-    allow_cpu_fallback: c.FallbackOpt = False,
-    quiet: c.QuietOpt = False,
-    engine: c.EngineOpt = "local",
-    address: c.AddressOpt = None,
-    gpus_per_worker: c.GpusPerWorkerOpt = 0.0,
-    output_dir: c.OutputDirOpt = None,
-    output_format: c.OutputFormatOpt = "jsonl",
-    resume: c.ResumeOpt = False,
+    eval_gt: o.Eval("COCO-format ground truth (instances.json): print mAP@[.5:.95], mAP@.5 and per-class AP; pictures are matched by file name.") = None,
+    *,
+    opts: o.Options,
 ) -> None:
     """Detect objects: boxes in picture pixels with score, class id and label, one record per picture.
 
@@ -60,8 +46,8 @@ def detect(
     from cvtool.tasks.detect import TASK, ClassesError, Detector, parse_classes
     from cvtool.tasks.evaluate import EvalError, load_ground_truth
 
-    c.check_format(fmt)
-    if engine == "ray" and any(x is not None for x in (save_crops, coco_json, yolo_txt, eval_gt)):
+    c.check_format(opts.fmt)
+    if opts.engine == "ray" and any(x is not None for x in (save_crops, coco_json, yolo_txt, eval_gt)):
         raise c.fail("--save-crops, --coco-json, --yolo-txt and --eval are not supported with --engine ray")
     if conf is None:
         conf = 0.01 if eval_gt is not None else 0.3
@@ -85,23 +71,19 @@ def detect(
     def make_sinks(m):
         sinks = []
         if save_crops is not None:
-            sinks.append(CropSaver(save_crops, overwrite))
+            sinks.append(CropSaver(save_crops, opts.overwrite))
         if yolo_txt is not None:
-            sinks.append(YoloTxtWriter(yolo_txt, detector.contiguous, overwrite))
+            sinks.append(YoloTxtWriter(yolo_txt, detector.contiguous, opts.overwrite))
         if gt is not None:
-            sinks.append(_Evaluation(coco_json, overwrite, gt, gt_ids))
+            sinks.append(_Evaluation(coco_json, opts.overwrite, gt, gt_ids))
         elif coco_json is not None:
-            sinks.append(CocoResultsWriter(coco_json, overwrite))
+            sinks.append(CocoResultsWriter(coco_json, opts.overwrite))
         return sinks
 
     c.run_task_command(
-        TASK, sources, model=model, weights=weights, loaded=loaded, make_postprocess=lambda m: detector,
+        TASK, sources, opts, model=model, weights=weights, loaded=loaded, make_postprocess=lambda m: detector,
         annotate=lambda rgb, rec: draw_detections(rgb, rec["detections"]),
-        table_row=_row, table_columns=["source", "count", "detections"], make_sinks=make_sinks,
-        batch=batch, device=device, backend=backend, fmt=fmt, output=output, overwrite=overwrite,
-        save=save, vid_stride=vid_stride, max_pixels=max_pixels, workers=workers, threads=threads,
-        allow_cpu_fallback=allow_cpu_fallback, quiet=quiet, engine=engine, address=address,
-        gpus_per_worker=gpus_per_worker, output_dir=output_dir, output_format=output_format, resume=resume)
+        table_row=_row, table_columns=["source", "count", "detections"], make_sinks=make_sinks, save=save)
 
 
 class _Evaluation(CocoResultsWriter):

@@ -10,17 +10,19 @@ from typing import Annotated, Optional
 import typer
 
 from cvtool.cli import common as c
+from cvtool.cli import options as o
 
 
+@o.shared("device", "overwrite", "quiet")
 def export(
     model: Annotated[Optional[str], typer.Argument(help="Registry name or `cvtool train` checkpoint.",
                                                    show_default=False)] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="The .onnx file to write.")] = None,
-    weights: c.WeightsOpt = None,
+    weights: o.WeightsOpt = None,
     opset: Annotated[int, typer.Option("--opset", min=13, max=23, help="ONNX opset.")] = 17,
     batch: Annotated[Optional[int], typer.Option("--batch", min=1, help="Fixed batch size (default: dynamic batch).")] = None,
     dynamic_size: Annotated[bool, typer.Option("--dynamic-size", help="Free height and width too, where the architecture allows.")] = False,
-    imgsz: Annotated[Optional[int], typer.Option("--imgsz", min=32, help="Input size (square), where the architecture allows.")] = None,
+    imgsz: o.Imgsz("Input size (square), where the architecture allows.") = None,
     half: Annotated[bool, typer.Option("--half", help="fp16 weights and output (needs a CUDA GPU).")] = False,
     simplify: Annotated[bool, typer.Option("--simplify", help="Clean up the graph with onnxslim.")] = False,
     int8: Annotated[bool, typer.Option("--int8", help="Static int8 quantisation (needs --calibrate).")] = False,
@@ -29,10 +31,9 @@ def export(
     check: Annotated[bool, typer.Option("--check/--no-check", help="Compare ONNX Runtime with torch on real photos.")] = True,
     check_images: Annotated[Optional[str], typer.Option("--check-images", help="Folder of pictures for the parity check (default: photos bundled with cvtool).")] = None,
     tolerance: Annotated[Optional[float], typer.Option("--tolerance", min=0.0, help="Largest allowed output difference (default per task and precision).")] = None,
-    device: c.DeviceOpt = "auto",
-    overwrite: c.OverwriteOpt = False,
     validate: Annotated[Optional[Path], typer.Option("--validate", help="Check an existing .onnx file instead of exporting.")] = None,
-    quiet: c.QuietOpt = False,
+    *,
+    opts: o.Options,
 ) -> None:
     """Export a model to ONNX with its labels and preprocessing embedded, checked against torch.
 
@@ -48,6 +49,7 @@ def export(
     from cvtool.models.loader import ModelError, load
     from cvtool.runtime.device import DeviceError
 
+    device, overwrite, quiet = opts.device, opts.overwrite, opts.quiet
     say = (lambda m: None) if quiet else (lambda m: print(f"cvtool: {m}", file=sys.stderr))
     if validate is not None:
         if model is not None or output is not None:

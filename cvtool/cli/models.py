@@ -9,21 +9,24 @@ from typing import Annotated
 import typer
 
 from cvtool.cli import common as c
+from cvtool.cli import options as o
 
 app = typer.Typer(help="List models, show where their weights come from, fetch or import weights.",
                   no_args_is_help=True, add_completion=False)
 
 
 @app.command("list")
+@o.shared("fmt")
 def list_cmd(
     task: Annotated[str, typer.Option("--task", help="Only models for this task.")] = "",
-    fmt: c.FormatOpt = "auto",
+    *,
+    opts: o.Options,
 ) -> None:
     """List registered models and whether their weights are available offline."""
     from cvtool.models import registry
     from cvtool.models.weights import _package_file, cached_file, offline
 
-    c.check_format(fmt)
+    fmt = c.check_format(opts.fmt)
     rows = []
     for spec in registry.list_models(task or None):
         if spec.weights.hf_repo:
@@ -141,21 +144,22 @@ def import_cmd(
 
 
 @app.command("bench")
+@o.shared("threads", "fmt")
 def bench_cmd(
     model: Annotated[str, typer.Argument(help="Registry name, .onnx file or checkpoint.")],
-    weights: c.WeightsOpt = None,
+    weights: o.WeightsOpt = None,
     batches: Annotated[str, typer.Option("--batches", help="Batch sizes to try for throughput.")] = "1,2,4,8,16,32",
     seconds: Annotated[float, typer.Option("--seconds", min=0.05, help="Time per measurement.")] = 1.0,
-    threads: c.ThreadsOpt = None,
     no_torch: Annotated[bool, typer.Option("--no-torch", help="Skip torch eager.")] = False,
-    fmt: c.FormatOpt = "auto",
+    *,
+    opts: o.Options,
 ) -> None:
     """Latency (batch 1) and throughput (best batch) on every backend/provider that loads here."""
     from cvtool.export.onnx import ExportError
     from cvtool.models.loader import ModelError, load
     from cvtool.export.bench import bench
 
-    c.check_format(fmt)
+    fmt, threads = c.check_format(opts.fmt), opts.threads
     try:
         sizes = tuple(int(b) for b in batches.split(",") if b.strip())
         if not sizes or min(sizes) < 1:

@@ -11,41 +11,27 @@ from typing import Annotated, Optional
 import typer
 
 from cvtool.cli import common as c
+from cvtool.cli import options as o
 
 DEFAULT_SEMANTIC = "deeplabv3_mobilenet_v3_large"
 DEFAULT_INSTANCE = "maskrcnn_resnet50_fpn_v2"
 
 
+@o.shared(*o.RECORDS, *o.ENGINE, batch=4)
 def segment(
-    sources: c.Sources,
+    sources: o.Sources,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help=f"Registry name or cvtool .onnx file (default {DEFAULT_SEMANTIC}; {DEFAULT_INSTANCE} with --instances).", show_default=False)] = None,
-    weights: c.WeightsOpt = None,
+    weights: o.WeightsOpt = None,
     instances: Annotated[bool, typer.Option("--instances", help="Instance segmentation: one mask per object (Mask R-CNN, COCO classes).")] = False,
     classes: Annotated[Optional[str], typer.Option("--classes", help="Only these classes: names or ids, comma-separated (semantic: other classes' pixels become background).")] = None,
     conf: Annotated[float, typer.Option("--conf", min=0.0, max=1.0, help="Instances: minimum score of an object.")] = 0.5,
     max_det: Annotated[int, typer.Option("--max-det", min=1, max=100, help="Instances: at most this many objects per picture.")] = 100,
-    imgsz: Annotated[Optional[int], typer.Option("--imgsz", min=32, help="Network input size (the picture is letterboxed into an imgsz square; default 520, Mask R-CNN 800).")] = None,
-    batch: c.BatchOpt = 4,
-    device: c.DeviceOpt = "auto",
-    backend: c.BackendOpt = "auto",
-    fmt: c.FormatOpt = "auto",
-    output: c.OutputOpt = None,
-    overwrite: c.OverwriteOpt = False,
-    save: Annotated[Optional[Path], typer.Option("--save", help="Folder for class-index PNG masks (instances: one PNG per object) and coloured overlays.")] = None,
-    eval_gt: Annotated[Optional[Path], typer.Option("--eval", help="Folder of ground-truth class-index PNG masks, matched by file stem (255 = ignore): print mIoU and per-class IoU.")] = None,
+    imgsz: o.Imgsz("Network input size (the picture is letterboxed into an imgsz square; default 520, Mask R-CNN 800).") = None,
+    save: o.Save("Folder for class-index PNG masks (instances: one PNG per object) and coloured overlays.") = None,
+    eval_gt: o.Eval("Folder of ground-truth class-index PNG masks, matched by file stem (255 = ignore): print mIoU and per-class IoU.") = None,
     eval_json: Annotated[Optional[Path], typer.Option("--eval-json", help="With --eval: also write the scores to this JSON file.")] = None,
-    vid_stride: c.VidStrideOpt = 1,
-    max_pixels: c.MaxPixelsOpt = None,
-    workers: c.RayWorkersOpt = None,
-    threads: c.ThreadsOpt = None,
-    allow_cpu_fallback: c.FallbackOpt = False,
-    quiet: c.QuietOpt = False,
-    engine: c.EngineOpt = "local",
-    address: c.AddressOpt = None,
-    gpus_per_worker: c.GpusPerWorkerOpt = 0.0,
-    output_dir: c.OutputDirOpt = None,
-    output_format: c.OutputFormatOpt = "jsonl",
-    resume: c.ResumeOpt = False,
+    *,
+    opts: o.Options,
 ) -> None:
     """Segment pictures: per-class pixel shares (semantic) or per-object masks as COCO RLE (--instances).
 
@@ -62,15 +48,15 @@ def segment(
     from cvtool.tasks.segment import TASK, InstanceSegmenter, SemanticSegmenter, mode_of
     from cvtool.tasks.segment_eval import EvalError, gt_folder
 
-    c.check_format(fmt)
-    if engine == "ray" and (save is not None or eval_gt is not None):
+    c.check_format(opts.fmt)
+    if opts.engine == "ray" and (save is not None or eval_gt is not None):
         raise c.fail("--save and --eval are not supported with --engine ray (records only)")
     name = model or (DEFAULT_INSTANCE if instances else DEFAULT_SEMANTIC)
     try:
         if eval_json is not None and eval_gt is None:
             raise ModelError("--eval-json needs --eval GT_DIR")
         gt = gt_folder(eval_gt) if eval_gt is not None else None
-        if eval_json is not None and eval_json.exists() and not overwrite:
+        if eval_json is not None and eval_json.exists() and not opts.overwrite:
             raise ModelError(f"{eval_json} already exists (pass --overwrite to replace it)")
         loaded = load(name, weights, task=TASK)
         mode = mode_of(loaded)
@@ -95,18 +81,14 @@ def segment(
     def make_sinks(m):
         sinks = []
         if gt is not None:
-            sinks.append(_Evaluation(gt, m.labels, eval_json, overwrite, quiet))
+            sinks.append(_Evaluation(gt, m.labels, eval_json, opts.overwrite, opts.quiet))
         if save is not None:
-            sinks.append(MaskSaver(save, overwrite, overlay))
+            sinks.append(MaskSaver(save, opts.overwrite, overlay))
         return sinks
 
     c.run_task_command(
-        TASK, sources, model=name, weights=weights, loaded=loaded, make_postprocess=lambda m: post,
-        annotate=None, table_row=_row, table_columns=["source", "result"], make_sinks=make_sinks,
-        batch=batch, device=device, backend=backend, fmt=fmt, output=output, overwrite=overwrite,
-        save=None, vid_stride=vid_stride, max_pixels=max_pixels, workers=workers, threads=threads,
-        allow_cpu_fallback=allow_cpu_fallback, quiet=quiet, engine=engine, address=address,
-        gpus_per_worker=gpus_per_worker, output_dir=output_dir, output_format=output_format, resume=resume)
+        TASK, sources, opts, model=name, weights=weights, loaded=loaded, make_postprocess=lambda m: post,
+        annotate=None, table_row=_row, table_columns=["source", "result"], make_sinks=make_sinks)
 
 
 class _Evaluation:

@@ -11,11 +11,13 @@ from typing import Annotated, Optional
 import typer
 
 from cvtool.cli import common as c
+from cvtool.cli import options as o
 
 # Options that may accompany --resume (everything else comes from the run's config.json).
 _RESUME_OK = {"resume", "epochs", "device", "threads", "quiet", "fmt", "data", "ctx"}
 
 
+@o.shared(*o.RUNTIME, "workers", "max_pixels", "quiet")
 def train(
     ctx: typer.Context,
     data: Annotated[Optional[str], typer.Argument(
@@ -58,7 +60,7 @@ def train(
     jitter: Annotated[float, typer.Option("--jitter", min=0.0, max=1.0, help="Augment: colour jitter strength (brightness, contrast, saturation).")] = 0.0,
     erase: Annotated[float, typer.Option("--erase", min=0.0, max=1.0, help="Augment: probability of random erasing (cutout).")] = 0.0,
     mixup: Annotated[float, typer.Option("--mixup", min=0.0, help="Augment: mixup alpha (0: off).")] = 0.0,
-    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed for initialisation, order and augmentation.")] = 0,
+    seed: o.Seed("Seed for initialisation, order and augmentation.", min=0) = 0,
     patience: Annotated[int, typer.Option("--patience", min=0, help="Stop after N epochs without a better validation accuracy (0: never).")] = 0,
     name: Annotated[Optional[str], typer.Option("--name", help="Run name: the run goes to RUNS_DIR/NAME (default DATA-MODEL, numbered when taken).")] = None,
     runs_dir: Annotated[str, typer.Option("--runs-dir", help="Folder of run directories.")] = "runs",
@@ -69,12 +71,9 @@ def train(
     sweep_epochs: Annotated[int, typer.Option("--sweep-epochs", min=1, help="--sweep: epochs per trial.")] = 2,
     eval_only: Annotated[bool, typer.Option("--eval-only", help="Evaluate --model on DATA (accuracy, per-class metrics) instead of training.")] = False,
     split: Annotated[Optional[str], typer.Option("--split", help="--eval-only: train, val or test (default: test when there is one).")] = None,
-    device: c.DeviceOpt = "auto",
-    threads: c.ThreadsOpt = None,
-    workers: c.WorkersOpt = None,
-    max_pixels: c.MaxPixelsOpt = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="Summary on stdout: auto (table on a terminal, JSON otherwise), json or table.")] = "auto",
-    quiet: c.QuietOpt = False,
+    *,
+    opts: o.Options,
 ) -> None:
     """Train an image classifier and write a run directory (config, metrics, best.pt/last.pt,
     curves.png, confusion.png); the checkpoints work as --model in classify, export, visualize
@@ -89,6 +88,7 @@ def train(
       cvtool train fashion-mnist --eval-only --model runs/fashion-mnist-cnn/best.pt
       torchrun --standalone --nproc_per_node 2 -m cvtool train digits --model cnn
     """
+    device, threads, workers, max_pixels, quiet = opts.device, opts.threads, opts.workers, opts.max_pixels, opts.quiet
     if fmt not in ("auto", "json", "table"):
         raise c.fail(f"--format {fmt!r}: expected auto, json or table")
     # OpenMP threads that sleep instead of spinning while they wait: on a busy machine spinning

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from cvtool.cli import common as c
+from cvtool.cli import options as o
 
 ATTRIBUTIONS = ("saliency", "smoothgrad", "integrated-gradients", "guided-backprop", "gradcam",
                 "gradcam++", "occlusion")
@@ -18,14 +19,15 @@ METHODS = ATTRIBUTIONS + INSIDE + SYNTHESIS
 _NO_SOURCES = ("filters", "layers", "class-model", "style")
 
 
+@o.shared(*o.RUNTIME, *o.OUTPUT, *o.INPUT)
 def visualize(
     method: Annotated[str, typer.Argument(help="saliency, smoothgrad, integrated-gradients, guided-backprop, gradcam, gradcam++, occlusion; filters, activations, layers; class-model, deepdream, invert, style.", show_default=False)],
     sources: Annotated[Optional[list[str]], typer.Argument(help="Images, folders, globs or videos (not for filters, layers, class-model, style).", show_default=False)] = None,
-    model: c.ModelOpt = "efficientnet_lite0",
-    weights: c.WeightsOpt = None,
+    model: o.ModelOpt = "efficientnet_lite0",
+    weights: o.WeightsOpt = None,
     target: Annotated[Optional[str], typer.Option("--target", "-t", help="Class name or id to explain or synthesise (default: the top prediction).")] = None,
     layer: Annotated[Optional[str], typer.Option("--layer", "-l", help="Layer name (see `cvtool visualize layers`); default per method (style: the content layer).")] = None,
-    save: Annotated[Path, typer.Option("--save", help="Folder for the pictures and .npy arrays.")] = Path("visualize"),
+    save: o.Save("Folder for the pictures and .npy arrays.", default_folder=Path("visualize")) = Path("visualize"),
     cmap: Annotated[str, typer.Option("--cmap", help="Heatmap colours: jet, turbo, inferno, viridis, magma, gray.")] = "jet",
     alpha: Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="Heatmap opacity at the hottest places.")] = 0.6,
     samples: Annotated[int, typer.Option("--samples", min=1, max=1000, help="smoothgrad: noisy copies.")] = 24,
@@ -44,15 +46,9 @@ def visualize(
     content: Annotated[Optional[str], typer.Option("--content", help="style: the content image.")] = None,
     style: Annotated[Optional[str], typer.Option("--style", help="style: the style image.")] = None,
     max_size: Annotated[Optional[int], typer.Option("--max-size", min=32, max=4096, help="deepdream, style: longer side of the working picture.")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed (noise, jitter).")] = 0,
-    device: c.DeviceOpt = "auto",
-    threads: c.ThreadsOpt = None,
-    fmt: c.FormatOpt = "auto",
-    output: c.OutputOpt = None,
-    overwrite: c.OverwriteOpt = False,
-    vid_stride: c.VidStrideOpt = 1,
-    max_pixels: c.MaxPixelsOpt = None,
-    quiet: c.QuietOpt = False,
+    seed: o.Seed("Random seed (noise, jitter).") = 0,
+    *,
+    opts: o.Options,
 ) -> None:
     """Look inside a classifier: what it looks at, what its layers hold, what it "imagines".
 
@@ -74,7 +70,7 @@ def visualize(
         close = difflib.get_close_matches(method, METHODS, n=2)
         hint = f" Did you mean {' or '.join(close)}?" if close else ""
         raise c.fail(f"unknown method {method!r}.{hint} Methods: {', '.join(METHODS)}")
-    c.check_format(fmt)
+    c.check_format(opts.fmt)
     if cmap not in ("jet", "turbo", "inferno", "viridis", "magma", "gray"):
         raise c.fail(f"--cmap {cmap!r}: expected jet, turbo, inferno, viridis, magma or gray")
     sources = list(sources or [])
@@ -96,7 +92,7 @@ def visualize(
     from cvtool.runtime.device import DeviceError
 
     try:
-        clf = load_classifier(model, weights, device, threads)
+        clf = load_classifier(model, weights, opts.device, opts.threads)
         target_id = clf.target_index(target) if target is not None else None
         if layer is not None and method not in ("filters",):
             find_layer(clf.net, layer)
@@ -106,32 +102,30 @@ def visualize(
             from cvtool.explain.synthesis import default_layer
 
             layer = default_layer(clf, method)
-        saver = ArtifactSaver(save, overwrite) if method != "layers" else None
+        saver = ArtifactSaver(save, opts.overwrite) if method != "layers" else None
     except (ModelError, DeviceError, TargetError, LayerError, SinkError) as e:
         raise c.fail(str(e)) from None
 
     dev = str(clf.device)
     if method == "layers":
-        _print_layers(clf, fmt, output, overwrite)
+        _print_layers(clf, opts.fmt, opts.output, opts.overwrite)
         return
     slug = method.replace("+", "p")
-    opts = dict(samples=samples, noise=noise, steps=steps, window=window, stride=stride, top=top, lr=lr,
+    knobs = dict(samples=samples, noise=noise, steps=steps, window=window, stride=stride, top=top, lr=lr,
                 octaves=octaves, l2=l2, blur_every=blur_every, jitter=jitter, tv_weight=tv_weight,
                 style_weight=style_weight, max_size=max_size, seed=seed, layer=layer)
 
     if method in ("filters", "class-model", "style"):
-        _run_once(method, clf, saver, slug, target_id, opts, content, style, dev, fmt, output,
-                  overwrite, quiet, max_pixels)
+        _run_once(method, clf, saver, slug, target_id, knobs, content, style, dev, opts.fmt, opts.output,
+                  opts.overwrite, opts.quiet, opts.max_pixels)
         return
 
     def process(frame) -> dict:
-        return _process(method, clf, saver, slug, frame, target_id, opts, cmap, alpha, quiet)
+        return _process(method, clf, saver, slug, frame, target_id, knobs, cmap, alpha, opts.quiet)
 
     c.run_picture_command(
-        "visualize", sources, model_name=clf.name, device=dev, process=process, fmt=fmt,
-        output=output, overwrite=overwrite, quiet=quiet, table_row=_row,
-        table_columns=["source", "method", "target", "saved"], max_pixels=max_pixels,
-        vid_stride=vid_stride)
+        "visualize", sources, opts, model_name=clf.name, device=dev, process=process, table_row=_row,
+        table_columns=["source", "method", "target", "saved"])
 
 
 def _summary(clf, x, target_id):

@@ -1,0 +1,75 @@
+"""Shared options: declared once, offered by every command the same way, and acted on alike."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import pytest
+import typer
+
+from conftest import jsonl
+
+RECORD_COMMANDS = ("classify", "detect", "segment", "depth", "caption")
+SHARED_FLAGS = {"--device", "--threads", "--batch", "--backend", "--allow-cpu-fallback", "--workers",
+                "--format", "--output", "--overwrite", "--quiet", "--vid-stride", "--max-pixels"}
+RAY_FLAGS = {"--engine", "--address", "--gpus-per-worker", "--output-dir", "--output-format", "--resume"}
+
+
+def _params(*path: str) -> dict[str, tuple]:
+    import typer.main
+
+    from cvtool.cli.app import app
+
+    cmd = typer.main.get_command(app)
+    for name in path:
+        cmd = cmd.commands[name]
+    return {p.opts[0]: (tuple(p.opts), repr(getattr(p, "type", None)), getattr(p, "help", None))
+            for p in cmd.params if p.param_type_name == "option"}
+
+
+def test_record_commands_offer_the_same_shared_options():
+    reference = _params("classify")
+    assert SHARED_FLAGS | RAY_FLAGS <= set(reference)
+    for name in RECORD_COMMANDS[1:]:
+        params = _params(name)
+        flags = SHARED_FLAGS | (RAY_FLAGS if "--engine" in params else set())
+        for flag in flags:
+            if name == "caption" and flag == "--backend":
+                continue  # caption's --backend says how the encoder and the generation loop split
+            if flag == "--workers" and "--engine" not in params:
+                continue  # without --engine ray, --workers says nothing of Ray workers
+            assert params.get(flag) == reference[flag], f"{name} {flag}"
+        if name == "caption":
+            assert params["--workers"][2] == _params("train")["--workers"][2]  # no Ray wording
+    # the gradient commands share the output/input/runtime options with them
+    for path in (("visualize",), ("attack",)):
+        params = _params(*path)
+        for flag in ("--device", "--threads", "--format", "--output", "--overwrite", "--quiet",
+                     "--vid-stride", "--max-pixels"):
+            assert params[flag] == reference[flag], f"{path[0]} {flag}"
+
+
+def test_a_command_cannot_declare_a_shared_option_twice():
+    from cvtool.cli import options as o
+
+    def cmd(device: Annotated[str, typer.Option("--device")] = "x", *, opts: "object") -> None: ...
+
+    with pytest.raises(TypeError, match="device"):
+        o.shared(*o.RUNTIME)(cmd)
+    with pytest.raises(ValueError, match="nonsense"):
+        o.shared("nonsense")
+    with pytest.raises(ValueError, match="backend"):
+        o.shared("device", backend=o.Backend("x"))
+
+
+@pytest.mark.parametrize("argv", [
+    ("classify",), ("detect",), ("visualize", "saliency"), ("attack", "fgsm"),
+])
+def test_max_pixels_reaches_every_command(cli, samples, argv):
+    """The same shared option changes what each command does in the same way: the 451x300 cat is
+    over a 10,000-pixel limit, so every command writes one error record for it and exits 1."""
+    res = cli(*argv, samples / "cat.jpg", "--max-pixels", "10000", "-q", "-f", "jsonl", "--device", "cpu")
+    assert res.exit_code == 1, res.output
+    [rec] = jsonl(res.stdout)
+    assert rec["ok"] is False and rec["source"].endswith("cat.jpg")
+    assert "pixels" in rec["error"], rec["error"]
