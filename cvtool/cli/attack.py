@@ -41,6 +41,7 @@ def attack(
     vid_stride: c.VidStrideOpt = 1,
     max_pixels: c.MaxPixelsOpt = None,
     quiet: c.QuietOpt = False,
+    report: c.ReportOpt = None,
 ) -> None:
     """Attack a classifier: adversarial pictures, with clean and robust accuracy.
 
@@ -93,7 +94,7 @@ def attack(
         "attack", sources, model_name=victim.name, device=victim.device, process=process, fmt=fmt,
         output=output, overwrite=overwrite, quiet=quiet, table_row=_row,
         table_columns=["source", "truth", "clean", "adversarial (8-bit)", "success", "L∞·255", "L2", "iters/queries"],
-        max_pixels=max_pixels, vid_stride=vid_stride, finish=finish, backend=victim.backend)
+        max_pixels=max_pixels, vid_stride=vid_stride, finish=finish, backend=victim.backend, report=report)
 
 
 def _setup(method, model, weights, eps, alpha, steps, restarts, norm, target, labels, queries, cw_c,

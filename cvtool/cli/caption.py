@@ -30,6 +30,7 @@ def caption(
     threads: c.ThreadsOpt = None,
     allow_cpu_fallback: c.FallbackOpt = False,
     quiet: c.QuietOpt = False,
+    report: c.ReportOpt = None,
 ) -> None:
     """Caption images: one sentence per image (or video frame), with the model that wrote it.
 
@@ -81,7 +82,7 @@ def caption(
         table_row=_row, table_columns=["source", "kind", "caption"],
         batch=batch, device=device, backend=backend, fmt=fmt, output=output, overwrite=overwrite,
         save=save, vid_stride=vid_stride, max_pixels=max_pixels, workers=workers, threads=threads,
-        allow_cpu_fallback=allow_cpu_fallback, quiet=quiet)
+        allow_cpu_fallback=allow_cpu_fallback, quiet=quiet, report=report)
 
 
 def _annotate(rgb, rec: dict):

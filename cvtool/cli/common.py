@@ -43,6 +43,7 @@ WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=1, help="Dec
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU inference threads (default: all cores).")]
 FallbackOpt = Annotated[bool, typer.Option("--allow-cpu-fallback", help="With --device cuda: run on the CPU (and say so) when CUDA cannot load, instead of failing.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, per-error messages or summary on stderr.")]
+ReportOpt = Annotated[Optional[Path], typer.Option("--report", help="At the end, also write one self-contained HTML page of the run's records (docs/report.md).")]
 # --engine ray (docs/scale.md). RayWorkersOpt replaces WorkersOpt in commands that take --engine.
 EngineOpt = Annotated[str, typer.Option("--engine", help="local (this machine) or ray (a Ray cluster through Ray Data; records go to --output-dir).")]
 AddressOpt = Annotated[Optional[str], typer.Option("--address", help="--engine ray: cluster to join: auto, HOST:PORT or ray://HOST:PORT (default: a running local Ray, else a new one).")]
@@ -82,8 +83,8 @@ class Output:
 
     def __init__(self, fmt: str, output: Path | None, overwrite: bool, quiet: bool,
                  total: int | None, table_row: Callable[[dict], list[str]] | None = None,
-                 table_columns: list[str] | None = None, noun: str = "image"):
-        from cvtool.io.sinks import AtomicFile, RecordWriter, format_for
+                 table_columns: list[str] | None = None, noun: str = "image", report: Path | None = None):
+        from cvtool.io.sinks import AtomicFile, RecordWriter, SinkError, format_for
 
         self.quiet, self.total, self.noun = quiet, total, noun
         self.table_row, self.table_columns = table_row, table_columns or []
@@ -93,6 +94,10 @@ class Output:
         self._file = None
         self.writer = None
         self.table = False
+        self.report, self.overwrite = report, overwrite
+        self.records: list[dict] = []  # kept for --report only
+        if report is not None and os.path.lexists(report) and not overwrite:
+            raise SinkError(f"--report {report}: exists (give --overwrite to replace it)")
         if output is not None:
             self._file = AtomicFile(output, overwrite=overwrite)
             self.writer = RecordWriter(self._file.__enter__(), format_for(str(output), fmt))
@@ -113,6 +118,8 @@ class Output:
 
     def add(self, record: dict) -> None:
         self.n += 1
+        if self.report is not None:
+            self.records.append(record)
         if not record["ok"]:
             self.failed += 1
             if not self.quiet:
@@ -156,7 +163,26 @@ class Output:
             fail_txt = f", {self.failed} failed" if self.failed else ""
             print(f"cvtool: {self.n} record{'s' if self.n != 1 else ''} in {dt:.2f} s{rate}{fail_txt}",
                   file=sys.stderr)
+        if self.report is not None and not interrupted and not write_report_page(
+                self.records, self.report, seconds=dt, overwrite=self.overwrite, quiet=self.quiet):
+            return EXIT_FAILED
         return EXIT_FAILED if self.failed else EXIT_OK
+
+
+def write_report_page(records: list[dict], path: Path, *, seconds: float | None = None, overwrite: bool = False,
+                      quiet: bool = False, runs: list[str] | None = None) -> bool:
+    """``--report FILE``: the HTML page of the records a run emitted; False (after saying why) when
+    it cannot be written."""
+    from cvtool.render.report import report_from_records
+
+    try:
+        size = report_from_records(records, path, seconds=seconds, overwrite=overwrite, runs=runs)
+    except Exception as e:  # SinkError, OSError: the run's records are safe; say why the page is not
+        print(f"cvtool: error: --report {path}: not written ({e})", file=sys.stderr)
+        return False
+    if not quiet:
+        print(f"cvtool: report written to {path} ({size / 1024:.0f} KB)", file=sys.stderr)
+    return True
 
 
 def run_task_command(task: str, sources: list[str], *, model: str, weights: str | None,
@@ -168,7 +194,7 @@ def run_task_command(task: str, sources: list[str], *, model: str, weights: str 
                      loaded=None, noun: str = "record", runner=None, engine: str = "local",
                      address: str | None = None, gpus_per_worker: float = 0.0,
                      output_dir: str | None = None, output_format: str = "jsonl",
-                     resume: bool = False) -> None:
+                     resume: bool = False, report: Path | None = None) -> None:
     """The body every inference subcommand shares: load the model, pick the runner, stream the
     inputs through the task, save annotated pictures, feed the task's extra sinks (objects with
     ``add(record, frame)`` and ``close(interrupted)``, made by ``make_sinks(loaded)``), emit
@@ -181,7 +207,7 @@ def run_task_command(task: str, sources: list[str], *, model: str, weights: str 
                    address=address, workers=workers, gpus_per_worker=gpus_per_worker, batch=batch,
                    output_dir=output_dir, output_format=output_format, resume=resume, overwrite=overwrite,
                    backend=backend, device=device, threads=threads, allow_cpu_fallback=allow_cpu_fallback,
-                   max_pixels=max_pixels, vid_stride=vid_stride, quiet=quiet)
+                   max_pixels=max_pixels, vid_stride=vid_stride, quiet=quiet, report=report)
     from cvtool.io.sinks import PictureSaver, SinkError
     from cvtool.models.loader import ModelError, load
     from cvtool.runtime.device import DeviceError
@@ -195,7 +221,8 @@ def run_task_command(task: str, sources: list[str], *, model: str, weights: str 
                                        allow_cpu_fallback=allow_cpu_fallback)
         saver = PictureSaver(save, overwrite) if save is not None else None
         srcs, total = collect_sources(sources)
-        out = Output(fmt, output, overwrite, quiet, total, table_row=table_row, table_columns=table_columns)
+        out = Output(fmt, output, overwrite, quiet, total, table_row=table_row, table_columns=table_columns,
+                     report=report)
     except (ModelError, DeviceError, SinkError) as e:
         raise fail(str(e)) from None
 
@@ -249,7 +276,7 @@ def run_on_ray(task: str, sources: list[str], *, engine: str, model: str, weight
                save: Path | None, address: str | None, workers: int | None, gpus_per_worker: float,
                batch: int, output_dir: str | None, output_format: str, resume: bool, overwrite: bool,
                backend: str, device: str, threads: int | None, allow_cpu_fallback: bool,
-               max_pixels: int | None, vid_stride: int, quiet: bool) -> None:
+               max_pixels: int | None, vid_stride: int, quiet: bool, report: Path | None = None) -> None:
     """``--engine ray``: the same task, model and postprocessing on a Ray cluster; records go to
     shards in ``--output-dir`` (docs/scale.md). Always raises ``typer.Exit``."""
     from cvtool.models.loader import ModelError, load
@@ -265,6 +292,9 @@ def run_on_ray(task: str, sources: list[str], *, engine: str, model: str, weight
                    "not to --output/--format")
     if save is not None:
         raise fail("--save is not supported with --engine ray")
+    if report is not None and ("://" in output_dir or (os.path.lexists(report) and not overwrite)):
+        raise fail(f"--report {report}: " + ("exists (give --overwrite to replace it)" if "://" not in output_dir
+                   else "with a remote --output-dir, run `cvtool report` on a local copy of the shards"))
     if runner is not None:
         raise fail(f"--engine ray is not supported for {task} yet")
     from cvtool.scale.ray_engine import RayOptions, ScaleError, require_ray
@@ -281,7 +311,14 @@ def run_on_ray(task: str, sources: list[str], *, engine: str, model: str, weight
                           backend=backend, device=device, threads=threads,
                           allow_cpu_fallback=allow_cpu_fallback, max_pixels=max_pixels,
                           vid_stride=vid_stride, quiet=quiet)
+        t0 = time.perf_counter()
         result = ray_run(task, sources, loaded, make_postprocess(loaded), opts)
+        if report is not None:
+            from cvtool.render.report import load_inputs
+
+            if not write_report_page(load_inputs([output_dir]).records, report, seconds=time.perf_counter() - t0,
+                                     overwrite=overwrite, quiet=quiet):
+                raise typer.Exit(EXIT_FAILED)
     except (ModelError, ScaleError) as e:
         raise fail(str(e)) from None
     except KeyboardInterrupt:
@@ -299,7 +336,7 @@ def run_picture_command(task: str, sources: list[str], *, model_name: str, devic
                         process: Callable, fmt: str, output: Path | None, overwrite: bool,
                         quiet: bool, table_row: Callable | None, table_columns: list[str],
                         max_pixels: int | None, vid_stride: int = 1, finish: Callable | None = None,
-                        backend: str = "torch") -> None:
+                        backend: str = "torch", report: Path | None = None) -> None:
     """The body of the per-picture gradient subcommands (visualize, attack): decode every input,
     call ``process(frame) -> dict`` (the task's fields; raise :class:`InputError` for a
     per-input failure), emit one record per input, exit with the right code. ``finish(out)``
@@ -308,7 +345,8 @@ def run_picture_command(task: str, sources: list[str], *, model_name: str, devic
     from cvtool.tasks.base import Record
 
     try:
-        out = Output(fmt, output, overwrite, quiet, None, table_row=table_row, table_columns=table_columns)
+        out = Output(fmt, output, overwrite, quiet, None, table_row=table_row, table_columns=table_columns,
+                     report=report)
     except Exception as e:  # SinkError: the output file exists, …
         raise fail(str(e)) from None
     interrupted = False

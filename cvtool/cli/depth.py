@@ -38,6 +38,7 @@ def depth(
     threads: c.ThreadsOpt = None,
     allow_cpu_fallback: c.FallbackOpt = False,
     quiet: c.QuietOpt = False,
+    report: c.ReportOpt = None,
     engine: c.EngineOpt = "local",
     address: c.AddressOpt = None,
     gpus_per_worker: c.GpusPerWorkerOpt = 0.0,
@@ -101,7 +102,7 @@ def depth(
         make_sinks=make_sinks, batch=batch, device=device, backend=backend, fmt=fmt, output=output,
         overwrite=overwrite, save=None, vid_stride=vid_stride, max_pixels=max_pixels, workers=workers,
         threads=threads, allow_cpu_fallback=allow_cpu_fallback, quiet=quiet, engine=engine, address=address,
-        gpus_per_worker=gpus_per_worker, output_dir=output_dir, output_format=output_format, resume=resume)
+        gpus_per_worker=gpus_per_worker, output_dir=output_dir, output_format=output_format, resume=resume, report=report)
 
 
 class _Evaluation:

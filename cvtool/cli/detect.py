@@ -39,6 +39,7 @@ def detect(
     threads: c.ThreadsOpt = None,
     allow_cpu_fallback: c.FallbackOpt = False,
     quiet: c.QuietOpt = False,
+    report: c.ReportOpt = None,
     engine: c.EngineOpt = "local",
     address: c.AddressOpt = None,
     gpus_per_worker: c.GpusPerWorkerOpt = 0.0,
@@ -101,7 +102,7 @@ def detect(
         batch=batch, device=device, backend=backend, fmt=fmt, output=output, overwrite=overwrite,
         save=save, vid_stride=vid_stride, max_pixels=max_pixels, workers=workers, threads=threads,
         allow_cpu_fallback=allow_cpu_fallback, quiet=quiet, engine=engine, address=address,
-        gpus_per_worker=gpus_per_worker, output_dir=output_dir, output_format=output_format, resume=resume)
+        gpus_per_worker=gpus_per_worker, output_dir=output_dir, output_format=output_format, resume=resume, report=report)
 
 
 class _Evaluation(CocoResultsWriter):

@@ -75,6 +75,7 @@ def train(
     max_pixels: c.MaxPixelsOpt = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="Summary on stdout: auto (table on a terminal, JSON otherwise), json or table.")] = "auto",
     quiet: c.QuietOpt = False,
+    report_page: c.ReportOpt = None,
 ) -> None:
     """Train an image classifier and write a run directory (config, metrics, best.pt/last.pt,
     curves.png, confusion.png); the checkpoints work as --model in classify, export, visualize
@@ -123,6 +124,7 @@ def train(
                             device=device if _given(ctx, "device") else None, threads=threads)
             events.close()
             _emit_result(res, fmt, main_rank)
+            _write_page(report_page, res, main_rank, quiet, overwrite)
             raise typer.Exit(c.EXIT_FAILED if res.skipped else c.EXIT_OK)
         if data is None:
             raise c.fail("DATA is missing: fashion-mnist, digits, a folder or a CSV file (see --help)")
@@ -158,6 +160,7 @@ def train(
         res = do_train(cfg, events, overwrite=overwrite, argv=sys.argv)
         events.close()
         _emit_result(res, fmt, main_rank)
+        _write_page(report_page, res, main_rank, quiet, overwrite)
         raise typer.Exit(c.EXIT_FAILED if res.skipped else c.EXIT_OK)
     except Interrupted as e:
         events.close()
@@ -266,6 +269,13 @@ class _Events:
 
 def _table_wanted(fmt: str) -> bool:
     return fmt == "table" or (fmt == "auto" and sys.stdout.isatty())
+
+
+def _write_page(path, res, main_rank: bool, quiet: bool, overwrite: bool) -> None:
+    """--report FILE: the run's page (curves, confusion matrix, per-class metrics)."""
+    if path is not None and main_rank and not c.write_report_page([], path, overwrite=overwrite, quiet=quiet,
+                                                                  runs=[str(res.run_dir)]):
+        raise typer.Exit(c.EXIT_FAILED)
 
 
 def _emit_result(res, fmt: str, main_rank: bool) -> None:

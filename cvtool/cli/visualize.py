@@ -53,6 +53,7 @@ def visualize(
     vid_stride: c.VidStrideOpt = 1,
     max_pixels: c.MaxPixelsOpt = None,
     quiet: c.QuietOpt = False,
+    report: c.ReportOpt = None,
 ) -> None:
     """Look inside a classifier: what it looks at, what its layers hold, what it "imagines".
 
@@ -131,7 +132,7 @@ def visualize(
         "visualize", sources, model_name=clf.name, device=dev, process=process, fmt=fmt,
         output=output, overwrite=overwrite, quiet=quiet, table_row=_row,
         table_columns=["source", "method", "target", "saved"], max_pixels=max_pixels,
-        vid_stride=vid_stride)
+        vid_stride=vid_stride, report=report)
 
 
 def _summary(clf, x, target_id):
