@@ -360,7 +360,7 @@ def _num(x):
     return x if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
 
 
-def _r(x, nd=4):
+def _r(x, nd=6):
     x = _num(x)
     return None if x is None else round(float(x), nd)
 
@@ -402,7 +402,7 @@ def _view(rec: dict, task: str, pics: Pictures, find) -> tuple[dict, float | Non
             shares: dict[str, float] = {}
             for i in inst:
                 shares[str(i.get("label"))] = shares.get(str(i.get("label")), 0) + (i.get("area") or 0) / max(area, 1)
-            v["shares"] = [[k, round(s, 4)] for k, s in sorted(shares.items(), key=lambda kv: -kv[1])]
+            v["shares"] = [[k, round(s, 6)] for k, s in sorted(shares.items(), key=lambda kv: -kv[1])]
             labels += [str(i.get("label")) for i in inst]
             scores += [s for s in (_r(i.get("score")) for i in inst) if s is not None]
             score = max((b[4] for b in v["boxes"] if b[4] is not None), default=None)
