@@ -189,19 +189,22 @@
       c.width = w * dpr; c.height = h * dpr;
       var g = c.getContext("2d");
       g.scale(dpr, dpr);
+      var bw = Math.max(2, Math.min(12, 0.8 * w / frames.length));
       frames.forEach(function (r) {
-        var x = r.frame / maxF * (w - 3);
-        if (!r.ok) { g.fillStyle = "#b3261e"; g.fillRect(x, 0, 2, h); return; }
+        var x = r.frame / maxF * (w - bw);
+        if (!r.ok) { g.fillStyle = "#b3261e"; g.fillRect(x, 0, bw, h); return; }
         var labs = r.labels || [];
+        if (!labs.length) { g.fillStyle = "#d9dee3"; g.fillRect(x, h - 6, bw, 6); }
         labs.forEach(function (lab, k) {
           seen[lab] = 1;
           g.fillStyle = hue(lab);
           var bh = h / Math.max(labs.length, 1);
-          g.fillRect(x, k * bh, 2, bh);
+          g.fillRect(x, k * bh, bw, bh);
         });
       });
     }
     draw();
+    add(legend, el("span", "muted", "grey: nothing found, red: failed; click a frame to see its card"));
     Object.keys(seen).sort().forEach(function (lab) {
       var s = el("span", "swatch"); s.style.background = hue(lab);
       add(legend, add(el("span"), s, document.createTextNode(lab)));
