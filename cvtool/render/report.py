@@ -10,7 +10,7 @@ block (with ``<``, ``>``, ``&`` escaped as ``\\u003c`` …, so no string can clo
 into the page by the script with ``textContent`` and DOM properties only: a file named
 ``<img src=x onerror=alert(1)>.jpg`` shows as text.
 
-Size bound (docs/report.md): about 45 KB of script and style, plus the records in compact form
+Size bound (docs/report.md): about 30 KB of script and style, plus the records in compact form
 (roughly 0.3 KB per record and 40 bytes per box), plus thumbnails: at most ``thumb_px`` pixels on
 the long side (320, or 160 above 2,000 pictures), JPEG quality 70, one per distinct picture, and
 never more than ``thumb_budget`` bytes in all (default 48 MiB). Once the budget is spent, the

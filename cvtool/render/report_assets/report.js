@@ -4,7 +4,10 @@
   "use strict";
   var D = JSON.parse(document.getElementById("cv-data").textContent);
   var R = D.records;
-  var CARD_W = 340, CARD_H = 330, GAP = 10, PIC_W = 320, PIC_H = 200;
+  var CARD_W = 340, GAP = 10, PIC_W = 320, PIC_H = 200;
+  // Every card has the same height (what the virtual grid needs): enough for the tallest kind present.
+  var EXTRA = { classify: 90, detect: 24, segment: 76, depth: 40, caption: 60, visualize: 36, attack: 0 };
+  var CARD_H = 250 + R.reduce(function (m, r) { return Math.max(m, r.task in EXTRA ? EXTRA[r.task] : 90); }, 24);
   var state = { thr: 0, hidden: {}, label: "", minScore: 0, failedOnly: false, text: "", sort: "input" };
   var shown = R.slice();
 
@@ -182,7 +185,7 @@
     add(sec, c);
     var legend = child(sec, el("div", "toggles"));
     document.body.appendChild(sec);
-    var maxF = Math.max.apply(null, frames.map(function (r) { return r.frame; }).concat([1]));
+    var maxF = frames.reduce(function (m, r) { return Math.max(m, r.frame); }, 1);
     var seen = {};
     function draw() {
       var w = c.clientWidth || 800, h = 48, dpr = window.devicePixelRatio || 1;
