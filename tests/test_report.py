@@ -334,3 +334,52 @@ def test_data_cannot_close_the_script_element():
     s = _json_for_script({"a": "</script><script>alert(1)</script><!-- \u2028 &amp;"})
     assert "<" not in s and ">" not in s and "&" not in s and "\u2028" not in s
     assert json.loads(s) == {"a": "</script><script>alert(1)</script><!-- \u2028 &amp;"}
+
+
+def test_mask_overlays_follow_the_masks(tmp_path):
+    """Semantic (class-index PNG) and instance (COCO RLE) overlays: opaque exactly where the mask
+    is, in the VOC palette's colour; checked against masks drawn here by hand."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from cvtool.io.masks import encode_index_png, rle_encode, voc_palette
+    from cvtool.render.report import Pictures
+
+    idx = np.zeros((60, 80), np.uint8)
+    idx[10:30, 20:50] = 15  # person
+    idx[40:55, 5:15] = 8  # cat
+    (tmp_path / "m.png").write_bytes(encode_index_png(idx))
+    pics = Pictures(320, 10**9)
+
+    def rgba(k):
+        return np.asarray(Image.open(io.BytesIO(base64.b64decode(pics.uris[k].split(",", 1)[1]))).convert("RGBA"))
+
+    a = rgba(pics.semantic_overlay(str(tmp_path / "m.png")))
+    assert a.shape == (60, 80, 4)
+    assert np.array_equal(a[..., 3] > 0, idx > 0)
+    assert (a[15, 30, :3] == voc_palette()[15]).all() and (a[45, 10, :3] == voc_palette()[8]).all()
+    m = np.zeros((60, 80), bool)
+    m[5:25, 40:70] = True
+    b = rgba(pics.instance_overlay("x", [{"rle": rle_encode(m), "class_id": 18}]))
+    assert np.array_equal(b[..., 3] > 0, m)
+
+
+def test_picture_commands_write_the_page_too(browser, cli_module, tmp_path):
+    """visualize (the per-picture gradient path) with --report: the heat map the run saved is on
+    the card beside the photo, and the prediction is the record's."""
+    page = tmp_path / "v.html"
+    res = cli_module("visualize", "gradcam", str(SAMPLES / "cat.jpg"), "--save", str(tmp_path / "vis"),
+                     "--report", str(page))
+    assert res.exit_code == 0, res.stderr
+    rec = jsonl(res.stdout)[0]
+    d = _open(browser, page)
+    caps = d.execute_script("return Array.from(document.querySelectorAll('.card .cap')).map(e => e.textContent)")
+    assert caps == ["heat map"]
+    text = d.execute_script("return document.querySelector('.card').textContent")
+    assert f"predicted {rec['prediction']['label']} {rec['prediction']['score']:.3f}" in text
+    assert [e for e in d.get_log("browser") if e["level"] == "SEVERE"] == []
+    res = cli_module("visualize", "gradcam", str(SAMPLES / "cat.jpg"), "--save", str(tmp_path / "vis2"),
+                     "--report", str(page))
+    assert res.exit_code == 2 and "--report" in res.stderr and "exists" in res.stderr
