@@ -68,14 +68,16 @@ _NUM = re.compile(r"^-?\d+(\.\d*)?([eE][-+]?\d+)?$")
 def _csv_value(key: str, v: str):
     if v == "":
         return None
+    if key.rsplit(".", 1)[-1] in _STRING_KEYS:
+        return v
     if v in ("true", "false"):
         return v == "true"
-    if v[:1] in "[{":
+    if v[0] in "[{":
         try:
             return json.loads(v)
         except ValueError:
             return v
-    if key.rsplit(".", 1)[-1] not in _STRING_KEYS and _NUM.match(v):
+    if _NUM.match(v):
         f = float(v)
         return int(f) if f.is_integer() and "." not in v and "e" not in v.lower() else f
     return v
