@@ -383,3 +383,23 @@ def test_picture_commands_write_the_page_too(browser, cli_module, tmp_path):
     res = cli_module("visualize", "gradcam", str(SAMPLES / "cat.jpg"), "--save", str(tmp_path / "vis2"),
                      "--report", str(page))
     assert res.exit_code == 2 and "--report" in res.stderr and "exists" in res.stderr
+
+
+def test_csv_records_read_back_as_the_jsonl_ones(detect_run, tmp_path):
+    """The project's CSV writer flattens records (dotted columns, JSON lists); the report reads
+    them back to the same records as the JSON Lines of the same run."""
+    from cvtool.io.sinks import RecordWriter
+    from cvtool.render.report import load_inputs
+
+    recs, _, _ = detect_run
+    path = tmp_path / "r.csv"
+    with path.open("w", newline="") as fh:
+        w = RecordWriter(fh, "csv")
+        for r in recs:
+            w.write(r)
+        w.close()
+    got = load_inputs([str(path)]).records
+    assert len(got) == len(recs)
+    for a, b in zip(got, recs):
+        keep = {k: v for k, v in b.items() if v is not None}
+        assert {k: v for k, v in a.items() if v is not None} == keep

@@ -93,7 +93,15 @@ def _unflatten(row: dict) -> dict:
         for p in parts[:-1]:
             d = d.setdefault(p, {}) if isinstance(d.get(p, {}), dict) else {}
         d[parts[-1]] = _csv_value(key, v)
-    return out
+    return _collapse(out)
+
+
+def _collapse(d: dict):
+    """An object whose every column was empty (an error record's ``image_size``) was null."""
+    for k, v in d.items():
+        if isinstance(v, dict):
+            d[k] = _collapse(v) if any(x is not None for x in v.values()) else None
+    return d
 
 
 def _parse_text(text: str, name: str, loaded: Loaded, base: str | None) -> None:
