@@ -92,6 +92,8 @@ def train(
     """
     if fmt not in ("auto", "json", "table"):
         raise c.fail(f"--format {fmt!r}: expected auto, json or table")
+    if report_page is not None and os.path.lexists(report_page) and not overwrite:
+        raise c.fail(f"--report {report_page}: exists (give --overwrite to replace it)")
     # OpenMP threads that sleep instead of spinning while they wait: on a busy machine spinning
     # threads fight other processes for the cores, and training with 2 threads ran 10x slower
     # than with 1 (docs/train.md, "Speed"). Must be set before torch starts its thread pool.
