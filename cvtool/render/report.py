@@ -427,8 +427,15 @@ def _view(rec: dict, task: str, pics: Pictures, find) -> tuple[dict, float | Non
     elif task == "caption":
         v["caption"] = str(rec.get("caption") or "")
         v["kind"] = str(rec.get("kind") or "")
-        objs = ((rec.get("from_labels") or {}).get("objects")) or []
-        labels += [str(o.get("label")) for o in objs if isinstance(o, dict)]
+        fl = rec.get("from_labels") or {}
+        labels += [str(o.get("label")) for o in fl.get("objects") or [] if isinstance(o, dict)]
+        clf = fl.get("classifier") or {}
+        if clf.get("used") and clf.get("label") is not None:
+            labels.append(str(clf["label"]))
+        dets = [d for d in (fl.get("detector") or {}).get("detections") or [] if isinstance(d, dict)]
+        if dets:  # the boxes the sentence was built from
+            v["boxes"] = [[*[_r(c, 2) for c in (d.get("box") or [0, 0, 0, 0])[:4]], _r(d.get("score")),
+                           str(d.get("label"))] for d in dets]
     elif task == "visualize":
         pred = rec.get("prediction") or {}
         tgt = rec.get("target") or {}
