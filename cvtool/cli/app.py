@@ -14,13 +14,14 @@ from cvtool.cli import depth as depth_cmd
 from cvtool.cli import detect as detect_cmd
 from cvtool.cli import export as export_cmd
 from cvtool.cli import models as models_cmd
+from cvtool.cli import report as report_cmd
 from cvtool.cli import segment as segment_cmd
 from cvtool.cli import train as train_cmd
 from cvtool.cli import visualize as visualize_cmd
 
 app = typer.Typer(
     name="cvtool",
-    help="Vision jobs from the shell: classify images, detect objects, caption them, segment pictures (segment), estimate relative depth (depth), look inside a classifier (visualize), attack it with adversarial pictures (attack), train classifiers (train), export models to ONNX, manage models. Records go to stdout as JSON "
+    help="Vision jobs from the shell: classify images, detect objects, caption them, segment pictures (segment), estimate relative depth (depth), look inside a classifier (visualize), attack it with adversarial pictures (attack), train classifiers (train), look at a run in one web page (report), export models to ONNX, manage models. Records go to stdout as JSON "
          "Lines when piped; messages to stderr. Exit code 0 = all inputs ok, 1 = some failed, 2 = usage.",
     no_args_is_help=True,
     add_completion=False,
@@ -50,6 +51,7 @@ app.command("export", no_args_is_help=True)(export_cmd.export)
 app.command("attack", no_args_is_help=True)(attack_cmd.attack)
 app.command("visualize", no_args_is_help=True)(visualize_cmd.visualize)
 app.command("train", no_args_is_help=True)(train_cmd.train)
+app.command("report", no_args_is_help=True)(report_cmd.report)
 app.add_typer(models_cmd.app, name="models")
 
 

@@ -60,8 +60,8 @@ class Output:
 
     def __init__(self, fmt: str, output: Path | None, overwrite: bool, quiet: bool,
                  total: int | None, table_row: Callable[[dict], list[str]] | None = None,
-                 table_columns: list[str] | None = None, noun: str = "image"):
-        from cvtool.io.sinks import AtomicFile, RecordWriter, format_for
+                 table_columns: list[str] | None = None, noun: str = "image", report: Path | None = None):
+        from cvtool.io.sinks import AtomicFile, RecordWriter, SinkError, format_for
 
         self.quiet, self.total, self.noun = quiet, total, noun
         self.table_row, self.table_columns = table_row, table_columns or []
@@ -71,6 +71,10 @@ class Output:
         self._file = None
         self.writer = None
         self.table = False
+        self.report, self.overwrite = report, overwrite
+        self.records: list[dict] = []  # kept for --report only
+        if report is not None and os.path.lexists(report) and not overwrite:
+            raise SinkError(f"--report {report}: exists (give --overwrite to replace it)")
         if output is not None:
             self._file = AtomicFile(output, overwrite=overwrite)
             self.writer = RecordWriter(self._file.__enter__(), format_for(str(output), fmt))
@@ -91,6 +95,8 @@ class Output:
 
     def add(self, record: dict) -> None:
         self.n += 1
+        if self.report is not None:
+            self.records.append(record)
         if not record["ok"]:
             self.failed += 1
             if not self.quiet:
@@ -134,7 +140,26 @@ class Output:
             fail_txt = f", {self.failed} failed" if self.failed else ""
             print(f"cvtool: {self.n} record{'s' if self.n != 1 else ''} in {dt:.2f} s{rate}{fail_txt}",
                   file=sys.stderr)
+        if self.report is not None and not interrupted and not write_report_page(
+                self.records, self.report, seconds=dt, overwrite=self.overwrite, quiet=self.quiet):
+            return EXIT_FAILED
         return EXIT_FAILED if self.failed else EXIT_OK
+
+
+def write_report_page(records: list[dict], path: Path, *, seconds: float | None = None, overwrite: bool = False,
+                      quiet: bool = False, runs: list[str] | None = None) -> bool:
+    """``--report FILE``: the HTML page of the records a run emitted; False (after saying why) when
+    it cannot be written."""
+    from cvtool.render.report import report_from_records
+
+    try:
+        size = report_from_records(records, path, seconds=seconds, overwrite=overwrite, runs=runs)
+    except Exception as e:  # SinkError, OSError: the run's records are safe; say why the page is not
+        print(f"cvtool: error: --report {path}: not written ({e})", file=sys.stderr)
+        return False
+    if not quiet:
+        print(f"cvtool: report written to {path} ({size / 1024:.0f} KB)", file=sys.stderr)
+    return True
 
 
 def run_task_command(task: str, sources: list[str], opts: Options, *, model: str, weights: str | None,
@@ -164,7 +189,7 @@ def run_task_command(task: str, sources: list[str], opts: Options, *, model: str
         saver = PictureSaver(save, opts.overwrite) if save is not None else None
         srcs, total = collect_sources(sources)
         out = Output(opts.fmt, opts.output, opts.overwrite, opts.quiet, total, table_row=table_row,
-                     table_columns=table_columns)
+                     table_columns=table_columns, report=opts.report)
     except (ModelError, DeviceError, SinkError) as e:
         raise fail(str(e)) from None
 
@@ -230,6 +255,10 @@ def run_on_ray(task: str, sources: list[str], opts: Options, *, model: str, weig
                    "not to --output/--format")
     if save is not None:
         raise fail("--save is not supported with --engine ray")
+    report = opts.report
+    if report is not None and ("://" in opts.output_dir or (os.path.lexists(report) and not opts.overwrite)):
+        raise fail(f"--report {report}: " + ("exists (give --overwrite to replace it)" if "://" not in opts.output_dir
+                   else "with a remote --output-dir, run `cvtool report` on a local copy of the shards"))
     if runner is not None:
         raise fail(f"--engine ray is not supported for {task} yet")
     from cvtool.scale.ray_engine import RayOptions, ScaleError, require_ray
@@ -247,7 +276,14 @@ def run_on_ray(task: str, sources: list[str], opts: Options, *, model: str, weig
                               backend=opts.backend, device=opts.device, threads=opts.threads,
                               allow_cpu_fallback=opts.allow_cpu_fallback, max_pixels=opts.max_pixels,
                               vid_stride=opts.vid_stride, quiet=opts.quiet)
+        t0 = time.perf_counter()
         result = ray_run(task, sources, loaded, make_postprocess(loaded), ray_opts)
+        if report is not None:
+            from cvtool.render.report import load_inputs
+
+            if not write_report_page(load_inputs([opts.output_dir]).records, report,
+                                     seconds=time.perf_counter() - t0, overwrite=opts.overwrite, quiet=opts.quiet):
+                raise typer.Exit(EXIT_FAILED)
     except (ModelError, ScaleError) as e:
         raise fail(str(e)) from None
     except KeyboardInterrupt:
@@ -273,7 +309,7 @@ def run_picture_command(task: str, sources: list[str], opts: Options, *, model_n
 
     try:
         out = Output(opts.fmt, opts.output, opts.overwrite, opts.quiet, None, table_row=table_row,
-                     table_columns=table_columns)
+                     table_columns=table_columns, report=opts.report)
     except Exception as e:  # SinkError: the output file exists, …
         raise fail(str(e)) from None
     interrupted = False

@@ -44,6 +44,7 @@ _DECLARED: dict[str, tuple[Any, Any]] = {  # parameter name -> (annotation, defa
     "output": (Annotated[Optional[Path], typer.Option("--output", "-o", help="Write records to this file (.jsonl or .csv), atomically.")], None),
     "overwrite": (Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")], False),
     "quiet": (Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, per-error messages or summary on stderr.")], False),
+    "report": (Annotated[Optional[Path], typer.Option("--report", help="At the end, also write one self-contained HTML page of the run's records (docs/report.md).")], None),
     "vid_stride": (Annotated[int, typer.Option("--vid-stride", min=1, help="Use every N-th video frame.")], 1),
     "max_pixels": (Annotated[Optional[int], typer.Option("--max-pixels", min=1, help="Refuse images with more pixels than this (decompression-bomb guard; default 89,478,485).")], None),
     # --engine ray (docs/scale.md)
@@ -60,7 +61,7 @@ _RAY_WORKERS = Annotated[Optional[int], typer.Option("--workers", min=1, help="D
 # Groups, in the order the options appear in --help.
 RUNTIME = ("device", "threads")  # where and how wide torch/ONNX Runtime run
 INFERENCE = ("batch", "backend", "allow_cpu_fallback", "workers")
-OUTPUT = ("fmt", "output", "overwrite", "quiet")  # where the records go
+OUTPUT = ("fmt", "output", "overwrite", "quiet", "report")  # where the records go
 INPUT = ("vid_stride", "max_pixels")  # how inputs are read
 RECORDS = INFERENCE + RUNTIME + OUTPUT + INPUT  # everything an inference subcommand takes
 ENGINE = ("engine", "address", "gpus_per_worker", "output_dir", "output_format", "resume")
@@ -80,6 +81,7 @@ class Options:
     output: Path | None = None
     overwrite: bool = False
     quiet: bool = False
+    report: Path | None = None
     vid_stride: int = 1
     max_pixels: int | None = None
     engine: str = "local"

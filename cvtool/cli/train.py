@@ -17,7 +17,7 @@ from cvtool.cli import options as o
 _RESUME_OK = {"resume", "epochs", "device", "threads", "quiet", "fmt", "data", "ctx"}
 
 
-@o.shared(*o.RUNTIME, "workers", "max_pixels", "quiet")
+@o.shared(*o.RUNTIME, "workers", "max_pixels", "quiet", "report")
 def train(
     ctx: typer.Context,
     data: Annotated[Optional[str], typer.Argument(
@@ -91,6 +91,9 @@ def train(
     device, threads, workers, max_pixels, quiet = opts.device, opts.threads, opts.workers, opts.max_pixels, opts.quiet
     if fmt not in ("auto", "json", "table"):
         raise c.fail(f"--format {fmt!r}: expected auto, json or table")
+    report_page = opts.report
+    if report_page is not None and os.path.lexists(report_page) and not overwrite:
+        raise c.fail(f"--report {report_page}: exists (give --overwrite to replace it)")
     # OpenMP threads that sleep instead of spinning while they wait: on a busy machine spinning
     # threads fight other processes for the cores, and training with 2 threads ran 10x slower
     # than with 1 (docs/train.md, "Speed"). Must be set before torch starts its thread pool.
@@ -123,6 +126,7 @@ def train(
                             device=device if _given(ctx, "device") else None, threads=threads)
             events.close()
             _emit_result(res, fmt, main_rank)
+            _write_page(report_page, res, main_rank, quiet, overwrite)
             raise typer.Exit(c.EXIT_FAILED if res.skipped else c.EXIT_OK)
         if data is None:
             raise c.fail("DATA is missing: fashion-mnist, digits, a folder or a CSV file (see --help)")
@@ -158,6 +162,7 @@ def train(
         res = do_train(cfg, events, overwrite=overwrite, argv=sys.argv)
         events.close()
         _emit_result(res, fmt, main_rank)
+        _write_page(report_page, res, main_rank, quiet, overwrite)
         raise typer.Exit(c.EXIT_FAILED if res.skipped else c.EXIT_OK)
     except Interrupted as e:
         events.close()
@@ -266,6 +271,13 @@ class _Events:
 
 def _table_wanted(fmt: str) -> bool:
     return fmt == "table" or (fmt == "auto" and sys.stdout.isatty())
+
+
+def _write_page(path, res, main_rank: bool, quiet: bool, overwrite: bool) -> None:
+    """--report FILE: the run's page (curves, confusion matrix, per-class metrics)."""
+    if path is not None and main_rank and not c.write_report_page([], path, overwrite=overwrite, quiet=quiet,
+                                                                  runs=[str(res.run_dir)]):
+        raise typer.Exit(c.EXIT_FAILED)
 
 
 def _emit_result(res, fmt: str, main_rank: bool) -> None:
