@@ -55,9 +55,9 @@ def detect(
       cvtool detect photos/ --coco-json results.json --yolo-txt labels/
     """
     from cvtool.io.sinks import CropSaver, YoloTxtWriter
-    from cvtool.models.loader import ModelError, load
+    from cvtool.models.loader import ModelError, load, with_imgsz
     from cvtool.render.draw import draw_detections
-    from cvtool.tasks.detect import TASK, ClassesError, Detector, parse_classes
+    from cvtool.tasks.detect import TASK, ClassesError, detector_for, parse_classes
     from cvtool.tasks.evaluate import EvalError, load_ground_truth
 
     c.check_format(fmt)
@@ -68,7 +68,9 @@ def detect(
     try:
         gt, gt_ids = load_ground_truth(eval_gt) if eval_gt is not None else (None, None)
         loaded = load(model, weights, task=TASK)
-        if imgsz is not None and imgsz != loaded.preprocess.crop:
+        if imgsz is not None and loaded.foreign is not None:  # another exporter's file
+            loaded = with_imgsz(loaded, imgsz)
+        elif imgsz is not None and imgsz != loaded.preprocess.crop:
             sizes = loaded.spec.input_sizes if loaded.spec else "fixed"
             if sizes == "fixed" or loaded.kind == "onnx":
                 raise ModelError(f"--imgsz {imgsz}: {loaded.name} runs at {loaded.preprocess.crop}x"
@@ -80,7 +82,7 @@ def detect(
         wanted = parse_classes(classes, loaded.labels)
     except (ModelError, ClassesError, EvalError) as e:
         raise c.fail(str(e)) from None
-    detector = Detector(loaded, conf=conf, iou=iou, classes=wanted, max_det=max_det, agnostic=agnostic_nms)
+    detector = detector_for(loaded, conf=conf, iou=iou, classes=wanted, max_det=max_det, agnostic=agnostic_nms)
 
     def make_sinks(m):
         sinks = []
