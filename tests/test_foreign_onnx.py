@@ -406,3 +406,27 @@ def test_real_process_pipe(tmp_path, det_file):
     assert p.returncode == 0, p.stderr
     (rec,) = jsonl(p.stdout)
     assert rec["count"] == 4 and rec["backend"] == "onnxruntime"
+
+
+@pytest.mark.parametrize("seed, iou, limit", [(0, 0.5, None), (1, 0.7, None), (2, 0.3, 50), (3, 0.6, 7)])
+def test_nms_matches_torchvision(seed, iou, limit):
+    """cvtool's blocked NMS keeps what torchvision's batched_nms / nms keep, in the same order,
+    on crowded random boxes (several blocks, many overlaps, 5 classes)."""
+    import torch
+    from torchvision.ops import batched_nms
+    from torchvision.ops import nms as tv_nms
+
+    from cvtool.tasks.detect import nms
+
+    rng = np.random.default_rng(seed)
+    n = 700
+    xy = rng.uniform(0, 300, (n, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(5, 80, (n, 2))], 1).astype(np.float32)
+    scores = rng.uniform(0, 1, n).astype(np.float32)
+    cls = rng.integers(0, 5, n)
+    tb, ts = torch.from_numpy(boxes), torch.from_numpy(scores)
+    want = batched_nms(tb, ts, torch.from_numpy(cls), iou).numpy()
+    got = nms(boxes, scores, iou, limit=limit, classes=cls)
+    np.testing.assert_array_equal(got, want[:limit])
+    want = tv_nms(tb, ts, iou).numpy()
+    np.testing.assert_array_equal(nms(boxes, scores, iou, limit=limit), want[:limit])

@@ -112,35 +112,81 @@ class Detector:
 # ---------------------------------------------------------------------------------------------
 # Foreign detectors (Ultralytics layouts, see cvtool.models.foreign)
 
-MAX_WH = 7680  # Ultralytics' class offset for class-aware NMS in one pass
 MAX_NMS = 30000  # at most this many candidates enter NMS (as Ultralytics)
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
-    """Greedy NMS over x1y1x2y2 ``boxes`` by decreasing score; a box is dropped when its IoU with
-    a kept one is above ``iou`` (torchvision's ``nms`` rule). Memory O(N), time O(N·kept)."""
-    order = np.argsort(-scores, kind="stable")
-    x1, y1, x2, y2 = (boxes[:, k] for k in range(4))
-    area = (x2 - x1) * (y2 - y1)
-    keep = []
-    while order.size:
-        i = order[0]
-        keep.append(i)
-        rest = order[1:]
-        w = np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest])
-        h = np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest])
-        inter = np.clip(w, 0, None) * np.clip(h, 0, None)
-        union = area[i] + area[rest] - inter
-        order = rest[inter <= iou * np.maximum(union, 1e-12)]
-    return np.asarray(keep, dtype=np.int64)
+NMS_BLOCK = 64
+
+
+def _overlaps(a: np.ndarray, area_a: np.ndarray, b: np.ndarray, area_b: np.ndarray, iou: float) -> np.ndarray:
+    """``(len(a), len(b))``: whether each pair's IoU is above ``iou`` (x1y1x2y2 boxes)."""
+    inter = np.minimum(a[:, None, 2], b[None, :, 2])
+    inter -= np.maximum(a[:, None, 0], b[None, :, 0])
+    np.maximum(inter, 0, out=inter)
+    h = np.minimum(a[:, None, 3], b[None, :, 3])
+    h -= np.maximum(a[:, None, 1], b[None, :, 1])
+    np.maximum(h, 0, out=h)
+    inter *= h
+    union = np.add(area_a[:, None], area_b[None, :], out=h)
+    union -= inter
+    union *= iou
+    return inter > union
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float, limit: int | None = None,
+        classes: np.ndarray | None = None) -> np.ndarray:
+    """Greedy NMS over x1y1x2y2 ``boxes`` by decreasing score (ties: input order); a box is
+    dropped when its IoU with a kept one is above ``iou`` (torchvision's ``nms`` rule); with
+    ``classes``, only by a kept box of its own class (torchvision's ``batched_nms``).
+    ``limit``: stop after that many kept (the same first ``limit`` as running to the end).
+
+    Done in blocks of :data:`NMS_BLOCK` candidates by score: inside a block the greedy order is
+    resolved on its small IoU matrix, then the block's kept boxes suppress all later candidates
+    in one vectorised step, so the Python loop runs per block, not per box."""
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    b = np.asarray(boxes, np.float32)[order]
+    cls = None if classes is None else np.asarray(classes)[order]
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    n = len(b)
+    limit = n if limit is None else int(limit)
+    alive = np.ones(n, bool)
+    keep: list[int] = []
+
+    def over(i, j):
+        o = _overlaps(b[i], area[i], b[j], area[j], iou)
+        return o if cls is None else o & (cls[i][:, None] == cls[j][None, :])
+
+    for start in range(0, n, NMS_BLOCK):
+        if len(keep) >= limit:
+            break
+        end = min(start + NMS_BLOCK, n)
+        idx = np.flatnonzero(alive[start:end]) + start
+        if not idx.size:
+            continue
+        within = over(idx, idx)
+        gone = np.zeros(len(idx), bool)
+        kept = []
+        for j in range(len(idx)):
+            if gone[j]:
+                continue
+            kept.append(j)
+            if len(keep) + len(kept) >= limit:
+                break
+            gone |= within[j]
+        kidx = idx[kept]
+        keep.extend(kidx.tolist())
+        rest = np.flatnonzero(alive[end:]) + end
+        if rest.size and len(keep) < limit:
+            alive[rest[over(kidx, rest).any(0)]] = False
+    return order[np.asarray(keep[:limit], dtype=np.int64)]
 
 
 class YoloDetector:
     """Ultralytics-layout outputs → the same per-picture fields as :class:`Detector`.
 
     ``yolo`` layout ``(B, 4+nc+extra, N)``: the best class per candidate, ``score > conf``,
-    ``--classes`` on that class, the ``MAX_NMS`` best, NMS per class (boxes offset by
-    ``class × 7680``, as Ultralytics does; all classes together with ``agnostic``), the
+    ``--classes`` on that class, the ``MAX_NMS`` best, NMS per class (as Ultralytics'
+    class offsets do, here by comparing class ids; all classes together with ``agnostic``), the
     ``max_det`` best. ``end2end`` layout ``(B, K, 6+extra)``: rows already after NMS. Boxes are
     in network-input pixels and go back through the letterbox: ``(x − left) / r``, clipped to
     the picture. Pose files add ``keypoints`` ``[[x, y, visibility], ...]`` per detection.
@@ -191,8 +237,7 @@ class YoloDetector:
         idx, cls, conf = idx[order], cls[order], conf[order]
         cx, cy, w, h = p[0, idx], p[1, idx], p[2, idx], p[3, idx]
         boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
-        offset = 0.0 if self.agnostic else (cls[:, None] * MAX_WH).astype(boxes.dtype)
-        keep = nms(boxes + offset, conf, self.iou)[: self.max_det]
+        keep = nms(boxes, conf, self.iou, limit=self.max_det, classes=None if self.agnostic else cls)
         rows = np.concatenate([boxes[keep], conf[keep, None], cls[keep, None].astype(boxes.dtype),
                                p[4 + nc:, idx[keep]].T], 1)
         return rows
