@@ -359,7 +359,7 @@ def test_batch_and_bad_picture(cli, det_file, tmp_path):
 
 
 @pytest.mark.parametrize("case, needle", [
-    ("no_metadata", "no cvtool or Ultralytics metadata"),
+    ("no_metadata", "no cvtool metadata, no Ultralytics metadata and no sidecar no_metadata.onnx.json"),
     ("wrong_classes", "has shape (1, 10, 50); with 3 classes"),
     ("not_onnx", "not a readable ONNX file"),
     ("grey_input", "has shape (1, 1, 28, 28)"),

@@ -320,8 +320,9 @@ def describe(path: str | os.PathLike, sidecar: dict | None = None, sidecar_name:
     if is_ultralytics(meta):
         return _from_ultralytics(path, meta, inputs[0], outputs, imgsz)
     raise ForeignError(
-        f"{path}: no cvtool or Ultralytics metadata and no sidecar {sidecar_path(path).name}; describe it "
-        f"once with `cvtool models import NAME {path} --task classify|detect ...`")
+        f"{path}: this ONNX file has no cvtool metadata, no Ultralytics metadata and no sidecar "
+        f"{sidecar_path(path).name}; describe it once with `cvtool models import NAME {path} --task "
+        "classify|detect ...`")
 
 
 def _input_layout(path: str, name: str, shape: list, dtype: str) -> tuple[str, tuple[int | None, int | None]]:
