@@ -430,3 +430,47 @@ def test_nms_matches_torchvision(seed, iou, limit):
     np.testing.assert_array_equal(got, want[:limit])
     want = tv_nms(tb, ts, iou).numpy()
     np.testing.assert_array_equal(nms(boxes, scores, iou, limit=limit), want[:limit])
+
+
+def _example(name: str):
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "docs" / "examples" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_real_weights_in_ultralytics_layout_match_bundled_detector(cli, tmp_path):
+    """The bundled SSD's own weights written in Ultralytics' layout (docs/examples/ssd_as_yolo_onnx.py).
+    On a square photo the letterbox adds no padding, so the network sees what the bundled pipeline
+    feeds it; the reference is the bundled path (NMS inside its ONNX graph, boxes from normalised
+    corners): the same objects, boxes and scores."""
+    f = _example("ssd_as_yolo_onnx").build(str(tmp_path / "ssd_yolo.onnx"))
+    photo = SAMPLES / "astronaut.jpg"  # 512×512
+    _, (ours,) = run_detect(cli, photo, "--model", f, "--conf", "0.3")
+    _, (ref,) = run_detect(cli, photo, "--conf", "0.3")
+    assert ours["count"] == ref["count"] >= 1
+    for a, b in zip(ours["detections"], ref["detections"]):
+        assert a["label"] == b["label"]
+        assert a["score"] == pytest.approx(b["score"], abs=2e-4)
+        np.testing.assert_allclose(a["box"], b["box"], atol=0.05)
+
+
+def test_plain_classifier_matches_bundled_pipeline(cli, tmp_path):
+    """The bundled EfficientNet-Lite0 exported bare (float NCHW, no normalisation, no metadata; as
+    timm/torchvision users export) and imported with its mean/std gives the bundled model's top-5."""
+    f = _example("plain_onnx_classifier")
+    path = tmp_path / "lite0_plain.onnx"
+    f.main(str(path))
+    res = cli("models", "import", "lite0_plain", path, "--task", "classify", "--labels", "imagenet",
+              "--resize", "256", "--crop", "224", "--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5")
+    assert res.exit_code == 0, res.stderr
+    photos = [SAMPLES / "cat.jpg", SAMPLES / "coffee.jpg"]
+    ours = jsonl(cli("classify", *photos, "--model", "lite0_plain", "-f", "jsonl", "-q").stdout)
+    ref = jsonl(cli("classify", *photos, "-f", "jsonl", "-q").stdout)
+    for a, b in zip(ours, ref):
+        assert [t["label"] for t in a["topk"]] == [t["label"] for t in b["topk"]]
+        np.testing.assert_allclose([t["score"] for t in a["topk"]], [t["score"] for t in b["topk"]], atol=1e-4)
