@@ -474,3 +474,20 @@ def test_plain_classifier_matches_bundled_pipeline(cli, tmp_path):
     for a, b in zip(ours, ref):
         assert [t["label"] for t in a["topk"]] == [t["label"] for t in b["topk"]]
         np.testing.assert_allclose([t["score"] for t in a["topk"]], [t["score"] for t in b["topk"]], atol=1e-4)
+
+
+def test_import_plain_detector_with_coco_names(cli, tmp_path):
+    """A YOLO-layout detector without metadata (80 classes): `--labels coco` means the 80 names in
+    YOLO order, so class 2 is car and class 79 toothbrush."""
+    out = np.zeros((1, 84, 3), np.float32)
+    out[0, :4, 0] = cxcywh(150, 60, 450, 300)
+    out[0, 4 + 2, 0] = 0.9
+    out[0, :4, 1] = cxcywh(10, 20, 110, 120)
+    out[0, 4 + 79, 1] = 0.6
+    f = const_graph(tmp_path / "det80.onnx", {"output0": out}, None)
+    res = cli("models", "import", "det80", f, "--task", "detect", "--labels", "coco")
+    assert res.exit_code == 0, res.stderr
+    res, (rec,) = run_detect(cli, COFFEE, "--model", "det80")
+    assert res.exit_code == 0, res.stderr
+    assert boxes_of(rec) == [("car", [150.0, 60.0, 450.0, 300.0], 0.9), ("toothbrush", [10.0, 20.0, 110.0, 120.0], 0.6)]
+    assert [d["class_id"] for d in rec["detections"]] == [2, 79]

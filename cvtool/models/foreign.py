@@ -45,7 +45,8 @@ import numpy as np
 SIDECAR_SUFFIX = ".json"  # model.onnx → model.onnx.json
 SIDECAR_KEYS = {
     "task": "classify | detect | segment | pose",
-    "labels": "a bundled list name (imagenet, coco, voc), a list of names, or a text file (one per line)",
+    "labels": "a bundled list name (imagenet, coco, voc; for box models coco is the 80 names in YOLO "
+              "order), a list of names, or a text file (one per line)",
     "resize": "classify: shorter side after resizing (default: crop, or 0 to stretch to the crop)",
     "crop": "classify: square centre crop (default: the input's fixed size)",
     "imgsz": "detect/segment/pose: letterbox size (default: the input's fixed size, else 640)",
@@ -439,8 +440,14 @@ def _check_boxes(path: str, outputs, nc: int, extra: int, kind: str, end2end: bo
     return "yolo"
 
 
-def _labels_from(value, where: str) -> tuple[str, ...]:
+def _labels_from(value, where: str, boxes: bool = False) -> tuple[str, ...]:
+    """Class names from a sidecar/option. For box models (``boxes``), ``coco`` means the 80
+    names in the contiguous order YOLO-style detectors use (the bundled list is COCO's 90-id
+    numbering with gaps and a background entry)."""
     from cvtool.models.labels import load_labels
+
+    if boxes and value == "coco":
+        return tuple(n for n in load_labels("coco") if n and not n.startswith("__"))
 
     if isinstance(value, (list, tuple, dict)):
         return _names(value, where, "labels")
@@ -483,7 +490,7 @@ def _from_sidecar(path: str, meta: dict, inp, outputs, side: dict, side_name: st
     iname, ishape, idtype = inp
     layout, hw = _input_layout(path, iname, ishape, idtype)
     if "labels" in side:
-        labels, src["labels"] = _labels_from(side["labels"], where), side_name
+        labels, src["labels"] = _labels_from(side["labels"], where, boxes=kind != "classify"), side_name
     elif "names" in meta:
         labels, src["labels"] = _names(_literal(meta["names"], "names", path), path, "names"), "metadata:names"
     else:
