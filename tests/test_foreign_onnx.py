@@ -491,3 +491,10 @@ def test_import_plain_detector_with_coco_names(cli, tmp_path):
     assert res.exit_code == 0, res.stderr
     assert boxes_of(rec) == [("car", [150.0, 60.0, 450.0, 300.0], 0.9), ("toothbrush", [10.0, 20.0, 110.0, 120.0], 0.6)]
     assert [d["class_id"] for d in rec["detections"]] == [2, 79]
+
+
+def test_models_bench_runs_a_foreign_file(cli, det_file):
+    res = cli("models", "bench", det_file, "--batches", "1,2", "--seconds", "0.05", "-f", "jsonl")
+    assert res.exit_code == 0, res.stderr
+    (row,) = jsonl(res.stdout)
+    assert row["backend"] == "onnxruntime" and row["throughput_img_s"] > 0 and "error" not in row
