@@ -242,19 +242,22 @@ def test_ultralytics_classify_probabilities(cli, tmp_path):
     assert [(t["label"], t["score"]) for t in rec["topk"]] == [("espresso", 0.7), ("rocket", 0.2), ("tabby", 0.1)]
 
 
-def channel_mean_classifier(path: Path, nhwc: bool = False) -> Path:
-    """A plain classifier (no metadata): logits = per-channel mean of its input, (B, 3)."""
+def channel_mean_classifier(path: Path, nhwc: bool = False, meta: dict | None = None,
+                            names=("input", "logits")) -> Path:
+    """A classifier whose scores are the per-channel means of its input, (B, 3)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     axes = [1, 2] if nhwc else [2, 3]
     shape = [None, 224, 224, 3] if nhwc else [None, 3, 224, 224]
-    nodes = [helper.make_node("ReduceMean", ["input", "axes"], ["logits"], keepdims=0)]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+    nodes = [helper.make_node("ReduceMean", [names[0], "axes"], [names[1]], keepdims=0)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(names[0], TensorProto.FLOAT,
                                                                          ["batch" if d is None else d for d in shape])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])],
+                              [helper.make_tensor_value_info(names[1], TensorProto.FLOAT, ["batch", 3])],
                               [numpy_helper.from_array(np.array(axes, np.int64), "axes")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    for k, v in (meta or {}).items():
+        model.metadata_props.add(key=k, value=v)
     onnx.save(model, str(path))
     return path
 
@@ -498,3 +501,48 @@ def test_models_bench_runs_a_foreign_file(cli, det_file):
     assert res.exit_code == 0, res.stderr
     (row,) = jsonl(res.stdout)
     assert row["backend"] == "onnxruntime" and row["throughput_img_s"] > 0 and "error" not in row
+
+
+def test_ultralytics_classify_preprocessing_matches_its_transforms(cli, tmp_path):
+    """Ultralytics' classify_transforms for an exported file: torchvision Resize(imgsz) on the
+    shorter side, CenterCrop(imgsz), ToTensor (/255), no mean/std; the graph's outputs are taken
+    as probabilities. With per-channel means as "probabilities", cvtool must report those means."""
+    f = channel_mean_classifier(tmp_path / "cls.onnx", names=("images", "output0"),
+                                meta=ultra_meta("classify", {0: "r", 1: "g", 2: "b"}, imgsz=(224, 224)))
+    res = cli("classify", SAMPLES / "cat.jpg", COFFEE, "--model", f, "-f", "jsonl", "-q")
+    assert res.exit_code == 0, res.stderr
+    import torch
+    from PIL import Image
+    from torchvision import transforms as T
+
+    tf = T.Compose([T.Resize(224), T.CenterCrop(224), T.ToTensor()])
+    for rec, photo in zip(jsonl(res.stdout), (SAMPLES / "cat.jpg", COFFEE)):
+        with Image.open(photo) as im:
+            want = tf(im.convert("RGB")).mean(dim=(1, 2)).numpy()
+        got = {t["label"]: t["score"] for t in rec["topk"]}
+        np.testing.assert_allclose([got["r"], got["g"], got["b"]], want, atol=2e-3)
+
+
+def test_pose_save_draws_keypoints(cli, tmp_path):
+    """--save draws each visible keypoint: a white dot where the photo is dark, and nothing far
+    away from every keypoint and box."""
+    from cvtool.io.decode import decode_image
+
+    out = np.zeros((1, 4 + 1 + 51, 1), np.float32)
+    out[0, :4, 0] = cxcywh(100, 100, 300, 300)
+    out[0, 4, 0] = 0.9
+    kpt = np.zeros((17, 3), np.float32)
+    kpt[:, 0] = (120 + 10 * np.arange(17)) * R
+    kpt[:, 1] = 300 * R + TOP  # row 300 of coffee.jpg: the dark wood under the cup
+    kpt[:, 2] = 0.9
+    out[0, 5:, 0] = kpt.ravel()
+    f = const_graph(tmp_path / "pose.onnx", {"output0": out}, ultra_meta("pose", {0: "person"}, kpt_shape=[17, 3]))
+    save = tmp_path / "drawn"
+    res = cli("detect", COFFEE, "--model", f, "--save", save, "-q", "-f", "jsonl")
+    assert res.exit_code == 0, res.stderr
+    (saved,) = list(save.iterdir())
+    drawn = decode_image(str(saved)).rgb.astype(int)
+    photo = decode_image(str(COFFEE)).rgb.astype(int)
+    for x in 120 + 10 * np.arange(17):
+        assert photo[300, x].sum() < 650 and drawn[300, x].sum() > 700  # a white dot on each keypoint
+    assert np.abs(drawn[350:, 450:] - photo[350:, 450:]).mean() < 3  # far away: only JPEG noise
