@@ -294,6 +294,9 @@ def test_import_plain_classifier_and_run_by_name(cli, tmp_path, cvtool_home):
         got = {t["label"]: t["score"] for t in rec["topk"]}
         np.testing.assert_allclose([got["red"], got["green"], got["blue"]], want, atol=5e-3)
         assert rec["model"] == "my_means"
+    listed = jsonl(cli("models", "list", "--task", "classify", "-f", "jsonl").stdout)
+    assert {"name": "my_means", "task": "classify", "weights": "imported"}.items() <= \
+        next(r for r in listed if r["name"] == "my_means").items()
     info = cli("models", "info", "my_means")
     assert info.exit_code == 0, info.stderr
     d = json.loads(info.stdout)

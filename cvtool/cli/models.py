@@ -39,6 +39,7 @@ def list_cmd(
         rows.append({"name": spec.name, "task": spec.task, "weights": where,
                      "license": spec.weights.license.split(";")[0],
                      "top1": spec.weights.metrics.get("imagenet_top1"), "description": spec.description})
+    rows += _imported_rows(task)
     if fmt == "table" or (fmt == "auto" and sys.stdout.isatty()):
         from rich.console import Console
         from rich.table import Table
@@ -52,6 +53,23 @@ def list_cmd(
         Console().print(t)
     else:
         _emit(rows, fmt)
+
+
+def _imported_rows(task: str) -> list[dict]:
+    """ONNX files from other tools brought in with `models import NAME FILE.onnx`."""
+    from cvtool.models.foreign import ForeignError, describe
+    from cvtool.models.loader import imported_dir
+
+    rows = []
+    for path in sorted(imported_dir().glob("*.onnx")) if imported_dir().is_dir() else []:
+        try:
+            d = describe(path)
+        except ForeignError:
+            continue
+        if not task or d.task == task:
+            rows.append({"name": path.stem, "task": d.task, "weights": "imported", "license": "",
+                         "top1": None, "description": f"ONNX file ({d.format}, {d.kind}, {len(d.labels)} classes)"})
+    return rows
 
 
 def _emit(rows: list[dict], fmt: str) -> None:
