@@ -563,7 +563,7 @@ def import_onnx(name: str, path: str, sidecar: dict | None, force: bool = False)
             sidecar["labels"] = list(_labels_from(sidecar["labels"], path))  # travels with the copy
         if "task" not in sidecar:
             raise ForeignError(f"{path}: --task is needed to describe an ONNX file")
-    desc = describe(path, sidecar=sidecar, sidecar_name="options")
+    describe(path, sidecar=sidecar, sidecar_name="options")  # refuses what cvtool cannot run
     folder = imported_dir()
     dest = folder / f"{name}.onnx"
     if dest.exists() and not force:
@@ -583,5 +583,4 @@ def import_onnx(name: str, path: str, sidecar: dict | None, force: bool = False)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    del desc
     return dest
