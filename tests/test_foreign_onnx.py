@@ -549,3 +549,8 @@ def test_pose_save_draws_keypoints(cli, tmp_path):
     for x in 120 + 10 * np.arange(17):
         assert photo[300, x].sum() < 650 and drawn[300, x].sum() > 700  # a white dot on each keypoint
     assert np.abs(drawn[350:, 450:] - photo[350:, 450:]).mean() < 3  # far away: only JPEG noise
+
+
+def test_export_validate_points_to_models_info(cli, det_file):
+    res = cli("export", "--validate", det_file)
+    assert res.exit_code == 1 and "models info" in res.stderr and "Traceback" not in res.stderr
