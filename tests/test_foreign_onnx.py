@@ -554,3 +554,24 @@ def test_pose_save_draws_keypoints(cli, tmp_path):
 def test_export_validate_points_to_models_info(cli, det_file):
     res = cli("export", "--validate", det_file)
     assert res.exit_code == 1 and "models info" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_coco_json_and_eval_use_coco_category_ids(cli, det_file, tmp_path):
+    """A YOLO file's class ids (person 0, bicycle 1, car 2) become COCO category ids by name
+    (1, 2, 3) in --coco-json and --eval. Hand-made ground truth with the boxes the constant
+    file emits: every detection matches, so mAP is 1 only if the ids were mapped."""
+    pytest.importorskip("pycocotools")
+    res = cli("detect", COFFEE, "--model", det_file, "--coco-json", tmp_path / "res.json", "-q", "-f", "jsonl")
+    assert res.exit_code == 0, res.stderr
+    results = json.loads((tmp_path / "res.json").read_text())
+    assert [r["category_id"] for r in results] == [1, 3, 3, 2]
+    boxes = [(1, [150, 60, 300, 240]), (3, [151, 61, 300, 240]), (3, [0, 0, 84.38, 88.12]), (2, [500, 320, 60, 60])]
+    gt = {"images": [{"id": 7, "file_name": "coffee.jpg", "width": 600, "height": 400}],
+          "categories": [{"id": 1, "name": "person"}, {"id": 2, "name": "bicycle"}, {"id": 3, "name": "car"}],
+          "annotations": [{"id": k + 1, "image_id": 7, "category_id": c, "bbox": b, "area": b[2] * b[3], "iscrowd": 0}
+                          for k, (c, b) in enumerate(boxes)]}
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    res = cli("detect", COFFEE, "--model", det_file, "--eval", tmp_path / "gt.json", "--conf", "0.3", "-q",
+              "-f", "jsonl")
+    assert res.exit_code == 0, res.stderr
+    assert "all (mAP)" in res.stderr and "1.000" in res.stderr.split("all (mAP)")[1].splitlines()[0]

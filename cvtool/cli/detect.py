@@ -57,7 +57,7 @@ def detect(
     from cvtool.io.sinks import CropSaver, YoloTxtWriter
     from cvtool.models.loader import ModelError, load, with_imgsz
     from cvtool.render.draw import draw_detections
-    from cvtool.tasks.detect import TASK, ClassesError, detector_for, parse_classes
+    from cvtool.tasks.detect import TASK, ClassesError, coco_categories, detector_for, parse_classes
     from cvtool.tasks.evaluate import EvalError, load_ground_truth
 
     c.check_format(fmt)
@@ -91,9 +91,9 @@ def detect(
         if yolo_txt is not None:
             sinks.append(YoloTxtWriter(yolo_txt, detector.contiguous, overwrite))
         if gt is not None:
-            sinks.append(_Evaluation(coco_json, overwrite, gt, gt_ids))
+            sinks.append(_Evaluation(coco_json, overwrite, gt, gt_ids, coco_categories(m, gt)))
         elif coco_json is not None:
-            sinks.append(CocoResultsWriter(coco_json, overwrite))
+            sinks.append(CocoResultsWriter(coco_json, overwrite, categories=coco_categories(m)))
         return sinks
 
     c.run_task_command(
@@ -110,8 +110,8 @@ class _Evaluation(CocoResultsWriter):
     """Collects COCO results matched to the ground truth by file name; at the end prints mAP
     and per-class AP (stderr) and writes ``--coco-json`` if asked."""
 
-    def __init__(self, path, overwrite, gt, ids):
-        super().__init__(path, overwrite, ids)
+    def __init__(self, path, overwrite, gt, ids, categories=None):
+        super().__init__(path, overwrite, ids, categories)
         self.gt = gt
 
     def close(self, interrupted: bool = False) -> None:

@@ -285,3 +285,18 @@ def detector_for(model: LoadedModel, **options):
     if getattr(model, "foreign", None) is not None:
         return YoloDetector(model, **options)
     return Detector(model, **options)
+
+
+def coco_categories(model: LoadedModel, gt=None) -> dict[int, int] | None:
+    """For a foreign file's class ids (e.g. a YOLO model's 0-79): the COCO ``category_id`` of each
+    class, matched by name to the ground truth's categories (``gt``, a pycocotools ``COCO``) or
+    else to COCO's own 90-id numbering. None for cvtool's models, whose ids are COCO's already."""
+    if getattr(model, "foreign", None) is None:
+        return None
+    if gt is not None:
+        by_name = {c["name"].lower(): int(c["id"]) for c in gt.dataset.get("categories", [])}
+    else:
+        from cvtool.models.labels import load_labels
+
+        by_name = {n.lower(): i for i, n in enumerate(load_labels("coco")) if n and not n.startswith("__")}
+    return {i: by_name[n.lower()] for i, n in enumerate(model.labels) if n.lower() in by_name}
