@@ -575,3 +575,17 @@ def test_coco_json_and_eval_use_coco_category_ids(cli, det_file, tmp_path):
               "-f", "jsonl")
     assert res.exit_code == 0, res.stderr
     assert "all (mAP)" in res.stderr and "1.000" in res.stderr.split("all (mAP)")[1].splitlines()[0]
+
+
+def test_rectangular_input(cli, tmp_path):
+    """imgsz [480, 640] (height, width), as `yolo export imgsz=480,640` writes: coffee.jpg 600×400 →
+    r = min(480/400, 640/600) = 16/15, 640×427, dh = 53/2 → top = round(26.4) = 26, left 0."""
+    out = np.zeros((1, 7, 1), np.float32)
+    x1, y1, x2, y2 = 150 * R, 60 * R + 26, 450 * R, 300 * R + 26
+    out[0, :4, 0] = [(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1]
+    out[0, 4, 0] = 0.9
+    f = const_graph(tmp_path / "rect.onnx", {"output0": out}, ultra_meta("detect", NAMES3, imgsz=(480, 640)),
+                    input_shape=(1, 3, 480, 640))
+    res, (rec,) = run_detect(cli, COFFEE, "--model", f)
+    assert res.exit_code == 0, res.stderr
+    assert boxes_of(rec) == [("person", [150.0, 60.0, 450.0, 300.0], 0.9)]
