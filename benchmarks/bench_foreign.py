@@ -30,7 +30,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 COCO80 = [n for n in (ROOT / "cvtool/models/labels/coco.txt").read_text().splitlines()
@@ -156,7 +155,8 @@ def main() -> None:
         inputs = [str(p) for p in photos] * args.repeat
         print(f"machine: {platform.machine()}, {os.cpu_count()} cores; {len(inputs)} pictures "
               f"({len(photos)} sample photos × {args.repeat})")
-        for name, model in (("yolo-style file (640, 1×84×8400)", str(f)), ("bundled ssd_mobilenet_v2_coco", "ssd_mobilenet_v2_coco")):
+        for name, model in (("yolo-style file (640, 1×84×8400)", str(f)),
+                            ("bundled ssd_mobilenet_v2_coco", "ssd_mobilenet_v2_coco")):
             cli_run(model, [str(photos[0])], args.threads)  # warm: export cache, file cache
             r = cli_run(model, inputs, args.threads)
             print(f"cvtool detect, {name}: {r['wall_ms_per_picture']:.1f} ms/picture wall (whole process), "

@@ -11,7 +11,6 @@ coefficients and prototypes, class scores from channel means computed with torch
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np

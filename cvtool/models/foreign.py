@@ -349,7 +349,8 @@ def _size_fact(hw, declared, declared_src: str, imgsz: int | None, path: str) ->
     fixed = all(isinstance(d, int) for d in hw)
     if imgsz is not None:
         if fixed and tuple(hw) != (imgsz, imgsz):
-            raise ForeignError(f"--imgsz {imgsz}: {path} has a fixed input of {hw[0]}x{hw[1]}; it runs at that size only")
+            raise ForeignError(f"--imgsz {imgsz}: {path} has a fixed input of {hw[0]}x{hw[1]}; "
+                               "it runs at that size only")
         return (imgsz, imgsz), not fixed, "--imgsz"
     if fixed:
         return (int(hw[0]), int(hw[1])), False, "input shape"
@@ -471,7 +472,8 @@ def _triple(v, key: str, where: str) -> tuple[float, float, float]:
     if len(t) == 1:
         t = t * 3
     if len(t) != 3 or any(not math.isfinite(x) for x in t) or (key == "std" and min(t) <= 0):
-        raise ForeignError(f"{where}: {key} must be three numbers (one per channel){', all > 0' if key == 'std' else ''}")
+        rule = ", all > 0" if key == "std" else ""
+        raise ForeignError(f"{where}: {key} must be three numbers (one per channel){rule}")
     return t
 
 
