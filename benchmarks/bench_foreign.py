@@ -119,6 +119,8 @@ def split_timing(path: Path, photos: list[Path], threads: int | None, rounds: in
     runner = make_runner(model, "onnx", "cpu", threads, notify=lambda m: None)
     post = YoloDetector(model, conf=0.3, iou=0.6)
     model_ms, post_ms, cands = [], [], []
+    warm = decode_image(str(photos[0]))
+    post(runner(model.preprocess(warm.rgb)[None]), [Frame("warm-up", None, warm.orig_size)])  # untimed
     for _ in range(rounds):
         for p in photos:
             dec = decode_image(str(p))
