@@ -41,9 +41,9 @@ def detect(
       cvtool detect photos/ --coco-json results.json --yolo-txt labels/
     """
     from cvtool.io.sinks import CropSaver, YoloTxtWriter
-    from cvtool.models.loader import ModelError, load
+    from cvtool.models.loader import ModelError, load, with_imgsz
     from cvtool.render.draw import draw_detections
-    from cvtool.tasks.detect import TASK, ClassesError, Detector, parse_classes
+    from cvtool.tasks.detect import TASK, ClassesError, coco_categories, detector_for, parse_classes
     from cvtool.tasks.evaluate import EvalError, load_ground_truth
 
     c.check_format(opts.fmt)
@@ -54,7 +54,9 @@ def detect(
     try:
         gt, gt_ids = load_ground_truth(eval_gt) if eval_gt is not None else (None, None)
         loaded = load(model, weights, task=TASK)
-        if imgsz is not None and imgsz != loaded.preprocess.crop:
+        if imgsz is not None and loaded.foreign is not None:  # another exporter's file
+            loaded = with_imgsz(loaded, imgsz)
+        elif imgsz is not None and imgsz != loaded.preprocess.crop:
             sizes = loaded.spec.input_sizes if loaded.spec else "fixed"
             if sizes == "fixed" or loaded.kind == "onnx":
                 raise ModelError(f"--imgsz {imgsz}: {loaded.name} runs at {loaded.preprocess.crop}x"
@@ -66,7 +68,7 @@ def detect(
         wanted = parse_classes(classes, loaded.labels)
     except (ModelError, ClassesError, EvalError) as e:
         raise c.fail(str(e)) from None
-    detector = Detector(loaded, conf=conf, iou=iou, classes=wanted, max_det=max_det, agnostic=agnostic_nms)
+    detector = detector_for(loaded, conf=conf, iou=iou, classes=wanted, max_det=max_det, agnostic=agnostic_nms)
 
     def make_sinks(m):
         sinks = []
@@ -75,9 +77,9 @@ def detect(
         if yolo_txt is not None:
             sinks.append(YoloTxtWriter(yolo_txt, detector.contiguous, opts.overwrite))
         if gt is not None:
-            sinks.append(_Evaluation(coco_json, opts.overwrite, gt, gt_ids))
+            sinks.append(_Evaluation(coco_json, opts.overwrite, gt, gt_ids, coco_categories(m, gt)))
         elif coco_json is not None:
-            sinks.append(CocoResultsWriter(coco_json, opts.overwrite))
+            sinks.append(CocoResultsWriter(coco_json, opts.overwrite, categories=coco_categories(m)))
         return sinks
 
     c.run_task_command(
@@ -90,8 +92,8 @@ class _Evaluation(CocoResultsWriter):
     """Collects COCO results matched to the ground truth by file name; at the end prints mAP
     and per-class AP (stderr) and writes ``--coco-json`` if asked."""
 
-    def __init__(self, path, overwrite, gt, ids):
-        super().__init__(path, overwrite, ids)
+    def __init__(self, path, overwrite, gt, ids, categories=None):
+        super().__init__(path, overwrite, ids, categories)
         self.gt = gt
 
     def close(self, interrupted: bool = False) -> None:

@@ -42,6 +42,7 @@ def list_cmd(
         rows.append({"name": spec.name, "task": spec.task, "weights": where,
                      "license": spec.weights.license.split(";")[0],
                      "top1": spec.weights.metrics.get("imagenet_top1"), "description": spec.description})
+    rows += _imported_rows(task)
     if fmt == "table" or (fmt == "auto" and sys.stdout.isatty()):
         from rich.console import Console
         from rich.table import Table
@@ -55,6 +56,23 @@ def list_cmd(
         Console().print(t)
     else:
         _emit(rows, fmt)
+
+
+def _imported_rows(task: str) -> list[dict]:
+    """ONNX files from other tools brought in with `models import NAME FILE.onnx`."""
+    from cvtool.models.foreign import ForeignError, describe
+    from cvtool.models.loader import imported_dir
+
+    rows = []
+    for path in sorted(imported_dir().glob("*.onnx")) if imported_dir().is_dir() else []:
+        try:
+            d = describe(path)
+        except ForeignError:
+            continue
+        if not task or d.task == task:
+            rows.append({"name": path.stem, "task": d.task, "weights": "imported", "license": "",
+                         "top1": None, "description": f"ONNX file ({d.format}, {d.kind}, {len(d.labels)} classes)"})
+    return rows
 
 
 def _emit(rows: list[dict], fmt: str) -> None:
@@ -74,14 +92,17 @@ def info_cmd(model: Annotated[str, typer.Argument(help="Registry name or cvtool 
     from cvtool.models.loader import ModelError, load
     from cvtool.models.weights import _package_file, cached_file
 
-    if model.lower().endswith(".onnx"):
+    if model.lower().endswith(".onnx") or (not registry.is_registered(model) and "/" not in model):
         try:
             m = load(model)
         except ModelError as e:
             raise c.fail(str(e)) from None
+        if m.foreign is not None:  # another exporter's file: what cvtool recognised, and from where
+            print(json.dumps({"name": m.name, **m.foreign.to_dict()}, indent=2))
+            return
         from cvtool.runtime.onnx import read_metadata
 
-        meta = {k: v for k, v in read_metadata(model).items() if k not in ("labels", "preprocess")}
+        meta = {k: v for k, v in read_metadata(m.onnx_file).items() if k not in ("labels", "preprocess")}
         info = {"name": m.name, "file": str(m.onnx_file), "task": m.task,
                 "preprocess": json.loads(m.preprocess.to_json()), "num_labels": len(m.labels),
                 "labels_head": list(m.labels[:5]), "weights_sha256": m.weights_sha256, "metadata": meta}
@@ -128,14 +149,35 @@ def pull_cmd(model: Annotated[str, typer.Argument(help="Registry name.")]) -> No
 
 @app.command("import")
 def import_cmd(
-    model: Annotated[str, typer.Argument(help="Registry name.")],
-    file: Annotated[str, typer.Argument(help="Weights file (or, for Hugging Face models, the model folder) brought from another machine.")],
-    force: Annotated[bool, typer.Option("--force", help="Import even if the checksum differs from the official file.")] = False,
+    model: Annotated[str, typer.Argument(help="Registry name (weights file), or a new name for an ONNX file.")],
+    file: Annotated[str, typer.Argument(help="Weights file (or, for Hugging Face models, the model folder) brought from another machine, or an ONNX file from another exporter.")],
+    force: Annotated[bool, typer.Option("--force", help="Import even if the checksum differs from the official file; replace an imported ONNX model of that name.")] = False,
+    task: Annotated[str | None, typer.Option("--task", help="ONNX files without metadata: classify, detect, segment or pose.")] = None,
+    labels: Annotated[str | None, typer.Option("--labels", help="ONNX files: class names: imagenet, coco, voc, or a text file (one per line).")] = None,
+    resize: Annotated[int | None, typer.Option("--resize", min=0, help="ONNX classifiers: shorter side after resizing (default: the crop).")] = None,
+    crop: Annotated[int | None, typer.Option("--crop", min=1, help="ONNX classifiers: square centre crop (default: the input's size).")] = None,
+    imgsz: Annotated[int | None, typer.Option("--imgsz", min=32, help="ONNX detectors: letterbox size (default: the input's size).")] = None,
+    mean: Annotated[str | None, typer.Option("--mean", help="ONNX files: per-channel mean of the [0, 1] picture, e.g. 0.485,0.456,0.406 (default 0).")] = None,
+    std: Annotated[str | None, typer.Option("--std", help="ONNX files: per-channel std, e.g. 0.229,0.224,0.225 (default 1).")] = None,
+    layout: Annotated[str | None, typer.Option("--layout", help="ONNX files: detect: yolo or end2end; classify: logits or probabilities.")] = None,
+    bgr: Annotated[bool, typer.Option("--bgr", help="ONNX files: the network expects BGR channel order.")] = False,
 ) -> None:
-    """Check a weights file (checksum, loads into the architecture) and put it in the cache."""
+    """Check a weights file (checksum, loads into the architecture) and put it in the cache; or
+    take an ONNX file from another exporter under a name of your choosing (--model NAME)."""
     from cvtool.models import registry
     from cvtool.models.weights import WeightsError, import_weights
 
+    if file.lower().endswith(".onnx") or task is not None:
+        side = {k: v for k, v in dict(task=task, labels=labels, resize=resize, crop=crop, imgsz=imgsz, mean=mean,
+                                      std=std, layout=layout, bgr=bgr or None).items() if v is not None}
+        from cvtool.models.foreign import ForeignError, import_onnx
+
+        try:
+            dest = import_onnx(model, file, side or None, force=force)
+        except ForeignError as e:
+            raise c.fail(str(e)) from None
+        print(str(dest))
+        return
     try:
         dest = import_weights(registry.get(model), file, force=force)
     except (registry.UnknownModel, WeightsError) as e:

@@ -42,10 +42,10 @@ def segment(
       cvtool segment VOC/JPEGImages/ --eval VOC/SegmentationClass/
     """
     from cvtool.io.masks import MaskSaver
-    from cvtool.models.loader import ModelError, load
+    from cvtool.models.loader import ModelError, load, with_imgsz
     from cvtool.render.masks import overlay
     from cvtool.tasks.detect import ClassesError, parse_classes
-    from cvtool.tasks.segment import TASK, InstanceSegmenter, SemanticSegmenter, mode_of
+    from cvtool.tasks.segment import TASK, InstanceSegmenter, SemanticSegmenter, YoloSegmenter, mode_of
     from cvtool.tasks.segment_eval import EvalError, gt_folder
 
     c.check_format(opts.fmt)
@@ -66,7 +66,9 @@ def segment(
         if gt is not None and mode == "instance":
             raise ModelError("--eval scores semantic segmentation (class-index masks); it does not apply to "
                              f"instance models like {loaded.name}")
-        if imgsz is not None and imgsz != loaded.preprocess.crop:
+        if imgsz is not None and loaded.foreign is not None:  # another exporter's file
+            loaded = with_imgsz(loaded, imgsz)
+        elif imgsz is not None and imgsz != loaded.preprocess.crop:
             if loaded.kind == "onnx":
                 raise ModelError(f"--imgsz {imgsz}: {loaded.name} was exported at {loaded.preprocess.crop}x"
                                  f"{loaded.preprocess.crop}; export it again with `cvtool export --imgsz {imgsz}`")
@@ -75,7 +77,8 @@ def segment(
     except (ModelError, ClassesError, EvalError) as e:
         raise c.fail(str(e)) from None
     keep = save is not None or gt is not None
-    post = (InstanceSegmenter(loaded, conf=conf, classes=wanted, max_det=max_det, keep_masks=keep)
+    post = (YoloSegmenter(loaded, conf=conf, classes=wanted, max_det=max_det, keep_masks=keep)
+            if loaded.foreign is not None else InstanceSegmenter(loaded, conf=conf, classes=wanted, max_det=max_det, keep_masks=keep)
             if mode == "instance" else SemanticSegmenter(loaded, classes=wanted, keep_masks=keep))
 
     def make_sinks(m):

@@ -46,14 +46,23 @@ def contenders(model: LoadedModel, threads: int | None = None, include_torch: bo
     if model.spec is not None and not model.spec.exportable:
         return out  # torch only (e.g. a captioner's generation loop)
     path, _ = model.onnx_path()
-    out.append(("onnxruntime", "CPUExecutionProvider", lambda: OnnxRunner.fresh(path, Device("cpu"), threads)))
+
+    def onnx_runner(*args, **kwargs):
+        runner = OnnxRunner.fresh(*args, **kwargs)
+        if model.foreign is not None:  # another exporter's file takes its own input tensor
+            from cvtool.models.foreign import ForeignRunner
+
+            runner = ForeignRunner(runner, model.foreign.feed)
+        return runner
+
+    out.append(("onnxruntime", "CPUExecutionProvider", lambda: onnx_runner(path, Device("cpu"), threads)))
     available = set(_ort().get_available_providers()) if nvidia_gpu_present() else set()
     if "CUDAExecutionProvider" in available:
         out.append(("onnxruntime", "CUDAExecutionProvider",
-                    lambda: OnnxRunner.fresh(path, Device("cuda"), tensorrt=False)))
+                    lambda: onnx_runner(path, Device("cuda"), tensorrt=False)))
     if "TensorrtExecutionProvider" in available:
         out.append(("onnxruntime", "TensorrtExecutionProvider",
-                    lambda: OnnxRunner.fresh(path, Device("cuda"), cache_dir=cache_home())))
+                    lambda: onnx_runner(path, Device("cuda"), cache_dir=cache_home())))
     return out
 
 

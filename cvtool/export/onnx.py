@@ -450,6 +450,9 @@ def validate(path: str | os.PathLike, device: str = "cpu") -> dict:
         model = load(str(path))
     except ModelError as e:
         raise ExportError(str(e).replace(f"--model {path}: ", f"{path}: ")) from None
+    if model.foreign is not None:
+        raise ExportError(f"{path}: not a cvtool export but an ONNX file from another tool ({model.foreign.format}), which cvtool runs as "
+                          f"it is; `cvtool models info {path}` shows what it recognised in it")
     x = _pictures(model, None)[:2]
     try:
         runner = _session(path, parse_device(device))

@@ -311,12 +311,14 @@ class CocoResultsWriter:
     ``image_id``: the id ``ids`` maps the file name to (ground truth given), else the number in a
     COCO-style file name (``000000397133.jpg`` → 397133), else the picture's position in the run
     (1-based); an id already given to another picture is never reused (the next free one is
-    taken). ``category_id`` is the model's class id (the 90-id COCO numbering for COCO models)."""
+    taken). ``category_id`` is the model's class id (the 90-id COCO numbering for COCO models),
+    or what ``categories`` maps it to (e.g. an 80-class YOLO file's ids to COCO's)."""
 
     def __init__(self, path: str | os.PathLike | None, overwrite: bool = False,
-                 ids: dict[str, int] | None = None):
+                 ids: dict[str, int] | None = None, categories: dict[int, int] | None = None):
         self.file = AtomicFile(path, overwrite=overwrite) if path is not None else None
         self.ids, self.results, self.n = ids, [], 0
+        self.categories = categories or {}
         self.image_ids: list[int] = []
         self._given: dict[str, int] = {}
 
@@ -343,7 +345,8 @@ class CocoResultsWriter:
         self.image_ids.append(image_id)
         for det in record.get("detections", []):
             x1, y1, x2, y2 = det["box"]
-            self.results.append({"image_id": image_id, "category_id": det["class_id"],
+            self.results.append({"image_id": image_id,
+                                 "category_id": self.categories.get(det["class_id"], det["class_id"]),
                                  "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
                                  "score": det["score"]})
 

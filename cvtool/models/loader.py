@@ -44,6 +44,9 @@ class LoadedModel:
     # net's in_channels/size/widths) and whether the network was trained on grey pictures.
     arch_kwargs: dict = field(default_factory=dict)
     grey_input: bool = False
+    # ONNX files from other exporters (Ultralytics, or described by a sidecar file): what cvtool
+    # recognised in them (cvtool.models.foreign.Description); their preprocessing is in it too.
+    foreign: object = None
     _module: object = field(default=None, repr=False)
 
     def torch_module(self):
@@ -154,12 +157,19 @@ def _source_digest(builder: str) -> str:
         return hashlib.sha256(fh.read()).hexdigest()[:16]
 
 
+def imported_dir() -> Path:
+    """Where ``cvtool models import NAME FILE.onnx`` keeps foreign ONNX files (with sidecars)."""
+    return cache_home() / "imported"
+
+
 def load(model: str, weights: str | None = None, task: str | None = None) -> LoadedModel:
     """Resolve a ``--model`` argument (and optional ``--weights``) for ``task``."""
     if model.lower().endswith(".onnx"):
         loaded = _load_onnx(model)
     elif os.path.isfile(model):
         loaded = _load_checkpoint(model)
+    elif (imported_dir() / f"{model}.onnx").is_file() and not registry.is_registered(model):
+        loaded = _load_onnx(str(imported_dir() / f"{model}.onnx"), name=model)
     else:
         try:
             spec = registry.get(model)
@@ -179,7 +189,7 @@ def load(model: str, weights: str | None = None, task: str | None = None) -> Loa
     return loaded
 
 
-def _load_onnx(path: str) -> LoadedModel:
+def _load_onnx(path: str, name: str | None = None) -> LoadedModel:
     if not os.path.isfile(path):
         raise ModelError(f"--model {path}: no such file")
     from cvtool.runtime.onnx import read_metadata
@@ -189,6 +199,8 @@ def _load_onnx(path: str) -> LoadedModel:
     except Exception as e:
         raise ModelError(f"--model {path}: not a readable ONNX file ({str(e).splitlines()[0][:200]})") from None
     missing = [k for k in ("task", "labels", "preprocess") if k not in meta]
+    if missing and not meta:
+        return load_foreign(path, name=name)
     if missing:
         raise ModelError(f"--model {path}: this ONNX file has no cvtool metadata ({', '.join(missing)} "
                          "missing); export it with `cvtool export`")
@@ -225,3 +237,26 @@ def _load_checkpoint(path: str) -> LoadedModel:
         labels=labels, weights_sha256=sha256_file(path), weights_origin="checkpoint", spec=spec,
         weights_path=Path(path), num_classes=len(labels),
         arch_kwargs=dict(meta.get("arch_kwargs") or {}), grey_input=bool(meta.get("grey_input", False)))
+
+
+def load_foreign(path: str, name: str | None = None, imgsz: int | None = None) -> LoadedModel:
+    """An ONNX file from another exporter (see :mod:`cvtool.models.foreign`); ``imgsz`` runs a
+    file with a free input size at that size."""
+    from cvtool.models.foreign import ForeignError, describe
+
+    try:
+        d = describe(path, imgsz=imgsz)
+    except ForeignError as e:
+        raise ModelError(f"--model {e}" if not str(e).startswith("--") else str(e)) from None
+    return LoadedModel(name=name or d.name, task=d.task, kind="onnx", preprocess=d.preprocess, labels=d.labels,
+                       weights_sha256="", weights_origin=f"onnx ({d.format})", onnx_file=Path(path), foreign=d)
+
+
+def with_imgsz(loaded: LoadedModel, imgsz: int) -> LoadedModel:
+    """A foreign file at ``--imgsz`` (refused, naming the input, where the file's size is fixed)."""
+    import dataclasses
+
+    if imgsz == loaded.foreign.imgsz[0] == loaded.foreign.imgsz[1]:
+        return loaded
+    fresh = load_foreign(str(loaded.onnx_file), name=loaded.name, imgsz=imgsz)
+    return dataclasses.replace(loaded, preprocess=fresh.preprocess, foreign=fresh.foreign)

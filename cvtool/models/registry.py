@@ -116,6 +116,11 @@ def get(name: str) -> ModelSpec:
         ) from None
 
 
+def is_registered(name: str) -> bool:
+    _ensure_loaded()
+    return name in _REGISTRY
+
+
 def list_models(task: str | None = None) -> list[ModelSpec]:
     _ensure_loaded()
     return [s for s in _REGISTRY.values() if task is None or s.task == task]

@@ -55,6 +55,31 @@ def draw_detections(rgb: np.ndarray, detections: list[dict]) -> np.ndarray:
         ty = y1 - 2 if y1 - th - base - 2 >= 0 else min(h - 1, y1 + th + base + 2)
         cv2.rectangle(img, (x1, ty - th - base), (min(w - 1, x1 + tw + 2), ty + 1), color, -1)
         cv2.putText(img, text, (x1 + 1, ty - base + 1), font, scale, (0, 0, 0), 1, cv2.LINE_AA)
+        if det.get("keypoints"):
+            draw_keypoints(img, det["keypoints"], color, max(2, thick + 1))
+    return img
+
+
+# COCO's 17-keypoint person skeleton (nose, eyes, ears, shoulders, elbows, wrists, hips, knees, ankles).
+COCO_SKELETON = ((15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7), (6, 8),
+                 (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6))
+
+
+def draw_keypoints(img: np.ndarray, keypoints: list, color: tuple[int, int, int], radius: int = 3,
+                   min_visibility: float = 0.5) -> np.ndarray:
+    """Keypoints ``[[x, y, visibility], ...]`` drawn in place as dots (those seen with at least
+    ``min_visibility``), joined by COCO's person skeleton when there are 17."""
+    import cv2
+
+    pts = [(int(round(x)), int(round(y)), v) for x, y, v in keypoints]
+    if len(pts) == 17:
+        for a, b in COCO_SKELETON:
+            if pts[a][2] >= min_visibility and pts[b][2] >= min_visibility:
+                cv2.line(img, pts[a][:2], pts[b][:2], color, max(1, radius // 2), cv2.LINE_AA)
+    for x, y, v in pts:
+        if v >= min_visibility:
+            cv2.circle(img, (x, y), radius, (255, 255, 255), -1, cv2.LINE_AA)
+            cv2.circle(img, (x, y), radius, color, 1, cv2.LINE_AA)
     return img
 
 

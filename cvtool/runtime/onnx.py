@@ -259,6 +259,21 @@ class OnnxRunner:
         self.session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0].astype(np.float32, copy=False)
 
+    def run_all(self, x: np.ndarray) -> list[np.ndarray]:
+        """Every output of the graph for the input tensor ``x``, as given (foreign files: see
+        :class:`cvtool.models.foreign.ForeignRunner`)."""
+        if not self.on_gpu:
+            return self.session.run(None, {self.input_name: x})
+        import onnxruntime as ort
+
+        binding = self.session.io_binding()
+        binding.bind_ortvalue_input(self.input_name, ort.OrtValue.ortvalue_from_numpy(
+            np.ascontiguousarray(x), "cuda", self.device_index))
+        for name in self.output_names:
+            binding.bind_output(name, "cuda", self.device_index)
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()
+
     def _run_padded(self, chunk: np.ndarray) -> np.ndarray:
         n = chunk.shape[0]
         if n < self.fixed_batch:

@@ -123,6 +123,10 @@ def make_runner(model: LoadedModel, backend: str = "auto", device: str = "auto",
             runner = OnnxRunner(path, dev, threads, cache_home(), allow_cpu_fallback)
             if runner.note:
                 notify(runner.note)
+            if model.foreign is not None:  # another exporter's file: its own input tensor, all outputs
+                from cvtool.models.foreign import ForeignRunner
+
+                return ForeignRunner(runner, model.foreign.feed)
             return runner
     from cvtool.runtime.torch import TorchRunner
 

@@ -23,11 +23,16 @@ class Classifier:
         self.model = model
         self.labels = model.labels
         self.topk = max(1, min(int(topk), len(self.labels)))
+        # Files whose graph ends in a softmax (Ultralytics classify) give probabilities already.
+        foreign = getattr(model, "foreign", None)
+        self.probabilities = foreign is not None and foreign.layout == "probabilities"
 
     def __call__(self, logits: np.ndarray, frames: list[Frame]) -> list[dict]:
+        if isinstance(logits, list):
+            logits = logits[0]
         if logits.ndim != 2 or logits.shape[1] != len(self.labels):
             raise ValueError(f"classifier output has shape {logits.shape}, expected (B, {len(self.labels)})")
-        probs = softmax(logits.astype(np.float64))
+        probs = logits.astype(np.float64) if self.probabilities else softmax(logits.astype(np.float64))
         k = self.topk
         idx = np.argpartition(-probs, k - 1, axis=1)[:, :k]
         out = []

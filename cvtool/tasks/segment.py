@@ -28,7 +28,10 @@ INSTANCE_IOU = 0.5  # Mask R-CNN's own NMS threshold (torchvision's default)
 
 
 def mode_of(model: LoadedModel) -> str:
-    """"semantic" or "instance" (ONNX files are always semantic: instance models run on torch)."""
+    """"semantic" or "instance" (cvtool's ONNX files are always semantic: its instance models run
+    on torch; foreign segment files, e.g. Ultralytics, are instance models)."""
+    if getattr(model, "foreign", None) is not None:
+        return "instance"
     return model.spec.head if model.spec is not None and model.spec.head in ("semantic", "instance") else "semantic"
 
 
@@ -186,6 +189,74 @@ class InstanceSegmenter:
                 items.append({"box": [round(v, 2) for v in clipped], "score": round(float(row[5]), 5),
                               "class_id": cid, "label": label or str(cid), "area": m.area,
                               "rle": rle_encode(m.full(h, w))})
+                masks.append(m)
+            if self.keep:
+                frame.meta[MASK_KEY] = masks
+            out.append({"mode": "instance", "mask_size": {"width": w, "height": h}, "count": len(items),
+                        "instances": items})
+        return out
+
+
+class YoloSegmenter:
+    """Ultralytics segment outputs → the same fields as :class:`InstanceSegmenter`.
+
+    Detections come from :class:`cvtool.tasks.detect.YoloDetector` (their 32 extra values are
+    mask coefficients). Each mask is ``coefficients @ prototypes`` (logits at prototype
+    resolution), sampled bilinearly at every picture pixel's centre through the letterbox
+    (picture → network input → prototype grid, Ultralytics' ``retina_masks`` path without the
+    intermediate resize), cut to the box as the record gives it (pixel columns ``x1 ≤ c < x2``,
+    rows alike, as Ultralytics' ``crop_mask``) and kept where the logit is above 0 (sigmoid above 0.5).
+    """
+
+    extra_inputs = None
+
+    def __init__(self, model: LoadedModel, conf: float = 0.5, iou: float = 0.6, classes: set[int] | None = None,
+                 max_det: int = 100, keep_masks: bool = False, agnostic: bool = False):
+        from cvtool.tasks.detect import YoloDetector
+
+        self.labels = model.labels
+        self.det = YoloDetector(model, conf=conf, iou=iou, classes=classes, max_det=max_det, agnostic=agnostic)
+        self.pre = model.foreign.preprocess
+        self.keep = keep_masks
+
+    def mask(self, logits: np.ndarray, box: np.ndarray, r: float, left: int, top: int,
+             width: int, height: int) -> InstanceMask:
+        """``(mh, mw)`` logits → the object's mask inside ``box`` (picture pixels, clipped)."""
+        import cv2
+
+        box = np.round(box, 2)  # the box the record reports (float32 noise must not move an edge a pixel)
+        xa, ya = int(np.ceil(box[0])), int(np.ceil(box[1]))
+        xb, yb = min(int(np.ceil(box[2])), width), min(int(np.ceil(box[3])), height)
+        if xb <= xa or yb <= ya:
+            return InstanceMask(0, 0, np.zeros((0, 0), bool))
+        mh, mw = logits.shape
+        gx, gy = mw / self.pre.width, mh / self.pre.height
+        # picture pixel (x, y), centre x + 0.5 → input x' = (x + 0.5)·r + left → grid u = x'·gx − 0.5;
+        # the warp runs over the box only, so x = xa + i.
+        m = np.array([[r * gx, 0, ((xa + 0.5) * r + left) * gx - 0.5],
+                      [0, r * gy, ((ya + 0.5) * r + top) * gy - 0.5]], np.float64)
+        crop = cv2.warpAffine(np.ascontiguousarray(logits, np.float32), m, (xb - xa, yb - ya),
+                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+        return InstanceMask(xa, ya, crop > 0)
+
+    def __call__(self, outputs, frames: list[Frame]) -> list[dict]:
+        if not isinstance(outputs, list) or len(outputs) < 2:
+            raise ValueError("segment model gave one output; expected detections and mask prototypes")
+        dets, protos = outputs[0], outputs[1]
+        out = []
+        for b, frame in enumerate(frames):
+            rows = self.det.candidates(dets[b])
+            boxes, r, left, top = self.det.to_picture(rows, frame)
+            w, h = frame.orig_size
+            proto = np.asarray(protos[b], np.float32)
+            c = proto.shape[0]
+            flat = proto.reshape(c, -1)
+            items, masks = [], []
+            for row, box, item in zip(rows, boxes, self.det.record(rows, boxes, r, left, top, frame)):
+                logits = (row[6:6 + c].astype(np.float32) @ flat).reshape(proto.shape[1:])
+                m = self.mask(logits, box, r, left, top, w, h)
+                item.update(area=m.area, rle=rle_encode(m.full(h, w)))
+                items.append(item)
                 masks.append(m)
             if self.keep:
                 frame.meta[MASK_KEY] = masks
