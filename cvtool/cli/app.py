@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
 from typing import Annotated, Optional
 
 import typer
@@ -21,7 +24,8 @@ from cvtool.cli import visualize as visualize_cmd
 app = typer.Typer(
     name="cvtool",
     help="Vision jobs from the shell: classify images, detect objects, caption them, segment pictures (segment), estimate relative depth (depth), look inside a classifier (visualize), attack it with adversarial pictures (attack), train classifiers (train), export models to ONNX, manage models. Records go to stdout as JSON "
-         "Lines when piped; messages to stderr. Exit code 0 = all inputs ok, 1 = some failed, 2 = usage.",
+         "Lines when piped; messages to stderr. Exit code 0 = all inputs ok, 1 = some failed, 2 = usage, "
+         "3 = internal error (a bug; --debug shows the traceback).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -35,10 +39,26 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def debugging() -> bool:
+    """``cvtool --debug …`` or ``CVTOOL_DEBUG=1``: show tracebacks."""
+    return os.environ.get("CVTOOL_DEBUG", "").lower() in ("1", "true", "yes")
+
+
 @app.callback()
 def _root(version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
-                                                          help="Show the version and exit.")] = None) -> None:
-    pass
+                                                          help="Show the version and exit.")] = None,
+          debug: Annotated[bool, typer.Option("--debug", help="Show Python tracebacks for errors (also CVTOOL_DEBUG=1).")] = False,
+          ) -> None:
+    if debug:
+        os.environ["CVTOOL_DEBUG"] = "1"
+    from cvtool.models.cache import WeightsError, check_cache_home
+
+    try:
+        check_cache_home()
+    except WeightsError as e:
+        from cvtool.cli.common import fail
+
+        raise fail(str(e)) from None
 
 
 app.command("classify", no_args_is_help=True)(classify_cmd.classify)
@@ -53,5 +73,40 @@ app.command("train", no_args_is_help=True)(train_cmd.train)
 app.add_typer(models_cmd.app, name="models")
 
 
+EXIT_INTERNAL = 3
+_signal_received: list[int] = []
+
+
+def _on_signal(signum, _frame) -> None:
+    """SIGTERM and SIGHUP end a run as Ctrl-C does: the commands catch KeyboardInterrupt, discard
+    unfinished files and say so; temporaries are removed on the way out (io/atomic)."""
+    _signal_received.append(signum)
+    raise KeyboardInterrupt
+
+
 def main() -> None:
-    app()
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name) and signal.getsignal(getattr(signal, name)) == signal.SIG_DFL:
+            signal.signal(getattr(signal, name), _on_signal)
+    try:
+        app()
+    except KeyboardInterrupt:
+        print("cvtool: interrupted", file=sys.stderr)
+        code = 130
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BrokenPipeError:
+        from cvtool.cli.common import quiet_stdout_pipe
+
+        quiet_stdout_pipe()
+        code = 0
+    except Exception as e:  # a bug, not a user's mistake: say so in one line, not as "usage"
+        if debugging():
+            raise
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        print(f"cvtool: internal error: {type(e).__name__}{': ' + first if first else ''} (a bug in cvtool; "
+              "rerun with `cvtool --debug …` or CVTOOL_DEBUG=1 for the traceback, and report it)", file=sys.stderr)
+        code = EXIT_INTERNAL
+    if _signal_received and code in (1, 130):  # click reports an interrupt outside a command as 1
+        code = 128 + _signal_received[0]  # as a shell reports a process ended by that signal
+    sys.exit(code)

@@ -1,7 +1,8 @@
 """What every inference subcommand shares: options, output, progress, exit codes.
 
 Exit codes: 0 every input succeeded, 1 some input failed (each has an error record),
-2 usage or set-up error (bad option, unknown model, missing weights, unusable device).
+2 usage or set-up error (bad option, unknown model, missing weights, unusable device, an output
+that cannot be written), 3 internal error (a bug in cvtool: cli/app.py's ``main``), 130 interrupted.
 Records go to stdout (JSON Lines when piped, a table on a terminal) or to ``--output``;
 messages and progress go to stderr.
 """
@@ -61,9 +62,20 @@ def calm_cpu_threads() -> None:
 
 
 def check_format(fmt: str) -> str:
-    if fmt not in ("auto", "jsonl", "csv", "table"):
-        raise fail(f"--format {fmt!r}: expected auto, jsonl, csv or table")
+    if fmt not in ("auto", "jsonl", "csv", "json", "table"):
+        raise fail(f"--format {fmt!r}: expected auto, jsonl, csv, json or table")
     return fmt
+
+
+def check_output(fmt: str, output: Path | None, overwrite: bool) -> None:
+    """Raise SinkError now (before a model loads) when records cannot go to ``--output``: it
+    exists, its folder is missing or not writable, or ``--format`` cannot be written to a file."""
+    if output is not None:
+        from cvtool.io.atomic import AtomicFile
+        from cvtool.io.records import format_for
+
+        format_for(str(output), fmt)
+        AtomicFile(output, overwrite=overwrite)
 
 
 def collect_sources(inputs: list[str]):
@@ -94,8 +106,9 @@ class Output:
         self.writer = None
         self.table = False
         if output is not None:
+            record_fmt = format_for(str(output), fmt)
             self._file = AtomicFile(output, overwrite=overwrite)
-            self.writer = RecordWriter(self._file.__enter__(), format_for(str(output), fmt))
+            self.writer = RecordWriter(self._file.__enter__(), record_fmt)
         elif fmt == "table" or (fmt == "auto" and sys.stdout.isatty() and table_row is not None):
             self.table = True
         else:
@@ -134,9 +147,15 @@ class Output:
             self.progress.stop()
         if self.writer is not None:
             self.writer.close()
+        lost = None
         if self._file is not None:
+            from cvtool.io.atomic import SinkError
+
             exc = KeyboardInterrupt if interrupted else None
-            self._file.__exit__(exc, None, None)
+            try:
+                self._file.__exit__(exc, None, None)
+            except SinkError as e:  # e.g. another run created the file meanwhile: never replaced
+                lost = str(e)
         if self.table and self.rows:
             from rich.console import Console
             from rich.table import Table
@@ -156,6 +175,9 @@ class Output:
             fail_txt = f", {self.failed} failed" if self.failed else ""
             print(f"cvtool: {self.n} record{'s' if self.n != 1 else ''} in {dt:.2f} s{rate}{fail_txt}",
                   file=sys.stderr)
+        if lost is not None:
+            print(f"cvtool: error: {lost}; the {self.n} records of this run were not written", file=sys.stderr)
+            return EXIT_FAILED
         return EXIT_FAILED if self.failed else EXIT_OK
 
 
@@ -188,12 +210,13 @@ def run_task_command(task: str, sources: list[str], *, model: str, weights: str 
     from cvtool.tasks.base import RunOptions, make_runner, run
 
     try:
+        check_output(fmt, output, overwrite)  # before any work: one line, exit 2
+        saver = PictureSaver(save, overwrite) if save is not None else None
         loaded = loaded or load(model, weights, task=task)
         sinks = make_sinks(loaded) if make_sinks else []
         runner = runner or make_runner(loaded, backend, device, threads,
                                        notify=None if not quiet else (lambda _m: None),
                                        allow_cpu_fallback=allow_cpu_fallback)
-        saver = PictureSaver(save, overwrite) if save is not None else None
         srcs, total = collect_sources(sources)
         out = Output(fmt, output, overwrite, quiet, total, table_row=table_row, table_columns=table_columns)
     except (ModelError, DeviceError, SinkError) as e:
@@ -307,9 +330,11 @@ def run_picture_command(task: str, sources: list[str], *, model_name: str, devic
     from cvtool.models.differentiable import iter_pictures
     from cvtool.tasks.base import Record
 
+    from cvtool.io.atomic import SinkError
+
     try:
         out = Output(fmt, output, overwrite, quiet, None, table_row=table_row, table_columns=table_columns)
-    except Exception as e:  # SinkError: the output file exists, …
+    except SinkError as e:  # the output file exists, cannot be written, …
         raise fail(str(e)) from None
     interrupted = False
     try:

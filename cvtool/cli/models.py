@@ -21,17 +21,23 @@ def list_cmd(
 ) -> None:
     """List registered models and whether their weights are available offline."""
     from cvtool.models import registry
-    from cvtool.models.weights import _package_file, cached_file, offline
+    from cvtool.models.weights import _package_file, cached_file, imported_unverified, offline
 
     c.check_format(fmt)
     rows = []
-    for spec in registry.list_models(task or None):
-        if spec.weights.hf_repo:
+    try:
+        specs = registry.list_models(task or None)
+    except registry.UnknownModel as e:
+        raise c.fail(str(e)) from None
+    for spec in specs:
+        if spec.weights.train_only:
+            where = "train it"  # no weights anywhere but the user's own `cvtool train` checkpoints
+        elif spec.weights.hf_repo:
             from cvtool.models.weights import hf_where
 
             where = hf_where(spec) or ("download" if not offline() else "missing (offline)")
         elif cached_file(spec).is_file():
-            where = "cache"
+            where = "cache" if not imported_unverified(spec) else "cache (imported, unverified)"
         elif _package_file(spec) is not None:
             where = "package"
         else:
@@ -69,7 +75,7 @@ def info_cmd(model: Annotated[str, typer.Argument(help="Registry name or cvtool 
     """Show a model's task, preprocessing, labels, weights source, licence and cache state."""
     from cvtool.models import registry
     from cvtool.models.loader import ModelError, load
-    from cvtool.models.weights import _package_file, cached_file
+    from cvtool.models.weights import _package_file, cached_file, imported_unverified
 
     if model.lower().endswith(".onnx"):
         try:
@@ -83,6 +89,11 @@ def info_cmd(model: Annotated[str, typer.Argument(help="Registry name or cvtool 
                 "preprocess": json.loads(m.preprocess.to_json()), "num_labels": len(m.labels),
                 "labels_head": list(m.labels[:5]), "weights_sha256": m.weights_sha256, "metadata": meta}
     else:
+        from cvtool.tasks.caption import LABELS_MODEL, labels_model_info
+
+        if model == LABELS_MODEL:
+            print(json.dumps(labels_model_info(), indent=2))
+            return
         try:
             spec = registry.get(model)
         except registry.UnknownModel as e:
@@ -94,6 +105,8 @@ def info_cmd(model: Annotated[str, typer.Argument(help="Registry name or cvtool 
                             **({"hf_repo": w.hf_repo, "hf_revision": w.hf_revision} if w.hf_repo else {}),
                             "package": w.package, "sha256": w.sha256, "sha256_prefix": w.sha256_prefix,
                             "cached": str(cached_file(spec)) if cached_file(spec).is_file() else None,
+                            "imported_unverified": imported_unverified(spec),
+                            "train_only": w.train_only,
                             "in_package": str(pkg) if pkg else None},
                 "preprocess": json.loads(w.preprocess.to_json()), "labels": w.labels,
                 "metrics": w.metrics}
@@ -108,6 +121,10 @@ def pull_cmd(model: Annotated[str, typer.Argument(help="Registry name.")]) -> No
 
     try:
         spec = registry.get(model)
+        if spec.weights.train_only:
+            from cvtool.models.weights import how_to_get
+
+            raise WeightsError(f"nothing to pull for {spec.name!r}: {how_to_get(spec)}")
         if spec.weights.hf_repo:
             from cvtool.models.weights import pull_hf
 

@@ -96,6 +96,8 @@ def visualize(
     from cvtool.runtime.device import DeviceError
 
     try:
+        c.check_output(fmt, output, overwrite)  # before any work
+        saver = ArtifactSaver(save, overwrite) if method != "layers" else None
         clf = load_classifier(model, weights, device, threads)
         target_id = clf.target_index(target) if target is not None else None
         if layer is not None and method not in ("filters",):
@@ -106,7 +108,6 @@ def visualize(
             from cvtool.explain.synthesis import default_layer
 
             layer = default_layer(clf, method)
-        saver = ArtifactSaver(save, overwrite) if method != "layers" else None
     except (ModelError, DeviceError, TargetError, LayerError, SinkError) as e:
         raise c.fail(str(e)) from None
 
@@ -329,10 +330,12 @@ def _run_once(method, clf, saver, slug, target_id, opts, content, style, dev, fm
 
 
 def _output(fmt, output, overwrite, quiet):
+    from cvtool.io.atomic import SinkError
+
     try:
         return c.Output(fmt, output, overwrite, quiet, 1, table_row=_row,
                         table_columns=["source", "method", "target", "saved"])
-    except Exception as e:
+    except SinkError as e:
         raise c.fail(str(e)) from None
 
 

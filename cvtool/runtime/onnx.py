@@ -14,7 +14,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -50,8 +49,9 @@ def export_onnx(module, path: str | os.PathLike, input_shape: tuple[int, int, in
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".export-", suffix=".onnx")
-    os.close(fd)
+    from cvtool.io.atomic import commit, discard, new_temporary
+
+    tmp = new_temporary(path, ".onnx")
     try:
         module = module.eval()
         dummy = torch.zeros((batch if not dynamic_batch else 1, *input_shape),
@@ -80,11 +80,9 @@ def export_onnx(module, path: str | os.PathLike, input_shape: tuple[int, int, in
         model = onnx.load(tmp)
         set_metadata(model, metadata)
         onnx.save(model, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        commit(tmp, path, overwrite=True, mode=0o644)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        discard(tmp)
     return path
 
 

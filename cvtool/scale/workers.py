@@ -156,11 +156,10 @@ def local_onnx(model, onnx: dict):
         data = ray.get(data) if isinstance(data, ray.ObjectRef) else data
         path = cache_home() / "onnx" / f"ray-{onnx['sha256'][:16]}-{path.name}"
         if not path.is_file():
+            from cvtool.io.atomic import write_bytes_atomic
+
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".ray-", suffix=".onnx")
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
+            write_bytes_atomic(path, data, overwrite=True)
     return dataclasses.replace(model, kind="onnx", onnx_file=path)
 
 

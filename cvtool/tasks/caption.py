@@ -232,6 +232,17 @@ class LabelsModel:
         self.preprocess = PairPreprocess(self.classifier.preprocess, self.detector.preprocess)
 
 
+def labels_model_info() -> dict:
+    """What `cvtool models info labels` shows: not a registry model but two bundled ones."""
+    return {"name": LABELS_MODEL, "task": TASK,
+            "description": ("offline caption fallback: a sentence built from the labels of the bundled "
+                            f"classifier ({LABELS_CLASSIFIER}, top label at p >= {MIN_CLASS_SCORE}) and "
+                            f"detector ({LABELS_DETECTOR}, detections above {MIN_DETECTION_SCORE}); every "
+                            'record says kind "labels"'),
+            "uses": [LABELS_CLASSIFIER, LABELS_DETECTOR],
+            "weights": {"source": "the weights of the two models it uses (`cvtool models info NAME`)"}}
+
+
 def load_labels_model() -> LabelsModel:
     """The bundled classifier and detector (their weights ship in pip packages)."""
     from cvtool.models.loader import load

@@ -19,11 +19,9 @@ reads them (cvtool never unpickles code)::
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -70,15 +68,10 @@ def prepare_run_dir(path: Path, overwrite: bool) -> None:
 def atomic_write_bytes(path: Path, write) -> None:
     """Write through a temporary file in the same folder, then rename: a reader (or a crash)
     never sees half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    from cvtool.io.atomic import AtomicFile
+
+    with AtomicFile(path, "wb", overwrite=True, probe=False) as fh:
+        write(fh)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
