@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from cvtool import __version__
+from cvtool.settings import SettingError, check_environment, debugging
 from cvtool.cli import attack as attack_cmd
 from cvtool.cli import caption as caption_cmd
 from cvtool.cli import classify as classify_cmd
@@ -39,11 +40,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-def debugging() -> bool:
-    """``cvtool --debug …`` or ``CVTOOL_DEBUG=1``: show tracebacks."""
-    return os.environ.get("CVTOOL_DEBUG", "").lower() in ("1", "true", "yes")
-
-
 @app.callback()
 def _root(version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
                                                           help="Show the version and exit.")] = None,
@@ -53,9 +49,10 @@ def _root(version: Annotated[Optional[bool], typer.Option("--version", callback=
         os.environ["CVTOOL_DEBUG"] = "1"
     from cvtool.models.cache import WeightsError, check_cache_home
 
-    try:
+    try:  # set-up problems every command would hit: one line, exit 2, before any work
+        check_environment()
         check_cache_home()
-    except WeightsError as e:
+    except (SettingError, WeightsError) as e:
         from cvtool.cli.common import fail
 
         raise fail(str(e)) from None
@@ -95,6 +92,11 @@ def main() -> None:
         code = 130
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if type(sys.stdout).__name__ == "PacifyFlushWrapper":  # click's sign of a closed pipe (`| head`)
+            from cvtool.cli.common import quiet_stdout_pipe
+
+            quiet_stdout_pipe()
+            code = 0  # as classify does, and as other Unix tools do
     except BrokenPipeError:
         from cvtool.cli.common import quiet_stdout_pipe
 

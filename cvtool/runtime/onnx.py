@@ -219,6 +219,13 @@ class OnnxRunner:
                 raise DeviceError(f"--device cuda: {why}, so nothing would run on the GPU "
                                   "(--allow-cpu-fallback runs on the CPU instead)")
             self.note = f"--device cuda: {why}; running on the CPU as --allow-cpu-fallback allows"
+        if device.kind == "mps" and self.provider != "CoreMLExecutionProvider":
+            # as for cuda: asking for the Apple GPU and silently getting the CPU is not honest
+            why = ("Apple's GPU is not reachable here: ONNX Runtime's CoreML provider is not in this build "
+                   f"({', '.join(ort.get_available_providers())})")
+            if not allow_cpu_fallback:
+                raise DeviceError(f"--device mps: {why} (--allow-cpu-fallback runs on the CPU instead)")
+            self.note = f"--device mps: {why}; running on the CPU as --allow-cpu-fallback allows"
         self.device_index = device.index
         self.on_gpu = self.provider in GPU_PROVIDERS
         self.device = f"cuda:{device.index}" if self.on_gpu else (
