@@ -164,7 +164,7 @@ def _process(method, clf, saver, slug, frame, target_id, opts, cmap, alpha, quie
                           stride=opts["stride"], seed=opts["seed"])
             box = clf.preprocess.crop_box(frame.rgb.shape[1], frame.rgb.shape[0])
             picture = overlay_on_source(frame.rgb, a.heat, box, alpha=alpha, cmap=cmap)
-            record.update(_peak(a.heat, box))
+            record.update(_peak(a.raw if a.raw.shape == a.heat.shape else a.heat, box))
             record.update(a.info)
             array = a.raw
         elif method == "activations":
@@ -208,11 +208,14 @@ def _process(method, clf, saver, slug, frame, target_id, opts, cmap, alpha, quie
 
 
 def _peak(heat, box) -> dict:
-    """Where the map is hottest, in the input picture's pixel coordinates."""
+    """Where the map is hottest, in the input picture's pixel coordinates: the largest magnitude
+    of the unclipped map (the display map is clipped at a percentile, where hundreds of pixels
+    tie at 1.0 and an argmax would take the topmost)."""
     import numpy as np
 
     s = heat.shape[0]
-    y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    mag = np.abs(np.nan_to_num(np.asarray(heat, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0))
+    y, x = np.unravel_index(int(np.argmax(mag)), mag.shape)
     x0, y0, x1, y1 = box
     return {"peak": {"x": round(x0 + (x + 0.5) * (x1 - x0) / s, 1),
                      "y": round(y0 + (y + 0.5) * (y1 - y0) / s, 1)}}

@@ -44,6 +44,23 @@ def auto_name(base: str, runs_dir: Path) -> str:
     return f"{base}-{n}"
 
 
+def check_runs_dir_writable(runs_dir: str | Path) -> None:
+    """Raise TrainError now, before data loads, when run directories cannot be made under
+    ``runs_dir`` (``--runs-dir``): it (or the nearest folder above it that exists) is a file, or
+    not writable (a read-only disk, /sys, a folder of someone else's)."""
+    from cvtool.io.atomic import SinkError, check_folder_writable
+
+    p = Path(runs_dir)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        raise TrainError(f"--runs-dir {runs_dir}: {p} is not a folder")
+    try:
+        check_folder_writable(p, f"--runs-dir {runs_dir}")
+    except SinkError as e:
+        raise TrainError(str(e)) from None
+
+
 def check_run_dir(path: Path, overwrite: bool) -> None:
     """Raise unless ``path`` may become a new run directory: it must not exist, or (with
     ``overwrite``) be an old run directory (one with a config.json, or an empty folder)."""
