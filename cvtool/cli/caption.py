@@ -26,10 +26,16 @@ def caption(
     save: Annotated[Optional[Path], typer.Option("--save", help="Folder for copies of the inputs with the caption written on them.")] = None,
     vid_stride: c.VidStrideOpt = 1,
     max_pixels: c.MaxPixelsOpt = None,
-    workers: c.WorkersOpt = None,
+    workers: c.RayWorkersOpt = None,
     threads: c.ThreadsOpt = None,
     allow_cpu_fallback: c.FallbackOpt = False,
     quiet: c.QuietOpt = False,
+    engine: c.EngineOpt = "local",
+    address: c.AddressOpt = None,
+    gpus_per_worker: c.GpusPerWorkerOpt = 0.0,
+    output_dir: c.OutputDirOpt = None,
+    output_format: c.OutputFormatOpt = "jsonl",
+    resume: c.ResumeOpt = False,
 ) -> None:
     """Caption images: one sentence per image (or video frame), with the model that wrote it.
 
@@ -51,7 +57,11 @@ def caption(
     c.calm_cpu_threads()
     if prompt is not None and not prompt.strip():
         raise c.fail("--prompt: empty text")
-    notify = (lambda _m: None) if quiet else None
+    if engine == "ray" and save is not None:
+        raise c.fail("--save is not supported with --engine ray (records only)")
+    on_ray = engine == "ray"
+    factory = cap.CaptionFactory(backend, device, threads, allow_cpu_fallback, max_tokens, beams, prompt, quiet)
+    runner = postprocess = None
     try:
         if model == cap.LABELS_MODEL:
             if weights is not None:
@@ -61,8 +71,6 @@ def caption(
                 raise ModelError("--prompt: --model labels builds its sentence from labels and cannot "
                                  "continue a prompt; use blip_base")
             loaded = cap.load_labels_model()
-            runner = cap.LabelsRunner(loaded, backend, device, threads, notify, allow_cpu_fallback)
-            postprocess = cap.LabelsCaptioner(loaded)
         else:
             if prompt is not None:  # refuse before looking for weights that would not help
                 spec = next((s for s in registry.list_models(cap.TASK) if s.name == model), None)
@@ -70,18 +78,19 @@ def caption(
                     raise ModelError(f"--prompt: {spec.name} cannot continue a prompt (conditional "
                                      "captioning needs a BLIP model, e.g. blip_base)")
             loaded = load(model, weights, task=cap.TASK)
-            runner = cap.GenerationRunner(loaded, backend, device, threads, notify, allow_cpu_fallback)
-            postprocess = cap.Captioner(runner.net, max_tokens, beams, prompt)
+        if not on_ray:  # on Ray, every worker builds its own from the factory
+            runner, postprocess = factory(loaded)
     except (ModelError, DeviceError, ValueError) as e:
         raise c.fail(str(e)) from None
 
     c.run_task_command(
         cap.TASK, sources, model=model, weights=weights, loaded=loaded, runner=runner,
-        make_postprocess=lambda m: postprocess, annotate=_annotate,
+        make_postprocess=lambda m: postprocess, annotate=_annotate, runner_factory=factory,
         table_row=_row, table_columns=["source", "kind", "caption"],
         batch=batch, device=device, backend=backend, fmt=fmt, output=output, overwrite=overwrite,
         save=save, vid_stride=vid_stride, max_pixels=max_pixels, workers=workers, threads=threads,
-        allow_cpu_fallback=allow_cpu_fallback, quiet=quiet)
+        allow_cpu_fallback=allow_cpu_fallback, quiet=quiet, engine=engine, address=address,
+        gpus_per_worker=gpus_per_worker, output_dir=output_dir, output_format=output_format, resume=resume)
 
 
 def _annotate(rgb, rec: dict):

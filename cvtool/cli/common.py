@@ -190,15 +190,17 @@ def run_task_command(task: str, sources: list[str], *, model: str, weights: str 
                      loaded=None, noun: str = "record", runner=None, engine: str = "local",
                      address: str | None = None, gpus_per_worker: float = 0.0,
                      output_dir: str | None = None, output_format: str = "jsonl",
-                     resume: bool = False) -> None:
+                     resume: bool = False, runner_factory: Callable | None = None) -> None:
     """The body every inference subcommand shares: load the model, pick the runner, stream the
     inputs through the task, save annotated pictures, feed the task's extra sinks (objects with
     ``add(record, frame)`` and ``close(interrupted)``, made by ``make_sinks(loaded)``), emit
     records, exit with the right code. A task with its own way of running (caption's generation
-    loop) passes a ready ``runner`` and ``loaded``. ``engine="ray"`` runs the same task on a Ray
-    cluster instead (:func:`run_on_ray`)."""
+    loop) passes a ready ``runner`` and ``loaded``, and for ``engine="ray"`` a picklable
+    ``runner_factory(loaded) -> (runner, postprocess)`` that each Ray worker calls. ``engine="ray"``
+    runs the same task on a Ray cluster instead (:func:`run_on_ray`)."""
     if engine != "local" or output_dir is not None or resume or address is not None or gpus_per_worker:
         run_on_ray(task, sources, engine=engine, model=model, weights=weights, loaded=loaded, runner=runner,
+                   runner_factory=runner_factory,
                    make_postprocess=make_postprocess, make_sinks=make_sinks, fmt=fmt, output=output, save=save,
                    address=address, workers=workers, gpus_per_worker=gpus_per_worker, batch=batch,
                    output_dir=output_dir, output_format=output_format, resume=resume, overwrite=overwrite,
@@ -272,7 +274,8 @@ def run_on_ray(task: str, sources: list[str], *, engine: str, model: str, weight
                save: Path | None, address: str | None, workers: int | None, gpus_per_worker: float,
                batch: int, output_dir: str | None, output_format: str, resume: bool, overwrite: bool,
                backend: str, device: str, threads: int | None, allow_cpu_fallback: bool,
-               max_pixels: int | None, vid_stride: int, quiet: bool) -> None:
+               max_pixels: int | None, vid_stride: int, quiet: bool,
+               runner_factory: Callable | None = None) -> None:
     """``--engine ray``: the same task, model and postprocessing on a Ray cluster; records go to
     shards in ``--output-dir`` (docs/scale.md). Always raises ``typer.Exit``."""
     from cvtool.models.loader import ModelError, load
@@ -288,7 +291,7 @@ def run_on_ray(task: str, sources: list[str], *, engine: str, model: str, weight
                    "not to --output/--format")
     if save is not None:
         raise fail("--save is not supported with --engine ray")
-    if runner is not None:
+    if runner is not None and runner_factory is None:
         raise fail(f"--engine ray is not supported for {task} yet")
     from cvtool.scale.ray_engine import RayOptions, ScaleError, require_ray
     from cvtool.scale.ray_engine import run as ray_run
@@ -304,7 +307,8 @@ def run_on_ray(task: str, sources: list[str], *, engine: str, model: str, weight
                           backend=backend, device=device, threads=threads,
                           allow_cpu_fallback=allow_cpu_fallback, max_pixels=max_pixels,
                           vid_stride=vid_stride, quiet=quiet)
-        result = ray_run(task, sources, loaded, make_postprocess(loaded), opts)
+        result = ray_run(task, sources, loaded, None if runner_factory else make_postprocess(loaded), opts,
+                         runner_factory=runner_factory)
     except (ModelError, ScaleError) as e:
         raise fail(str(e)) from None
     except KeyboardInterrupt:
