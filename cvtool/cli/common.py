@@ -52,6 +52,8 @@ GpusPerWorkerOpt = Annotated[float, typer.Option("--gpus-per-worker", min=0.0, h
 OutputDirOpt = Annotated[Optional[str], typer.Option("--output-dir", help="--engine ray (required): folder or URI (s3://, gs://) for the record shards.")]
 OutputFormatOpt = Annotated[str, typer.Option("--output-format", help="--engine ray: jsonl or parquet shards.")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="--engine ray: skip inputs that already have records in --output-dir.")]
+# attack (docs/attack.md): where the perturbation lives.
+AttackResolutionOpt = Annotated[str, typer.Option("--resolution", help="photo: perturb the photo's own pixels, attacked through the preprocessing, so `cvtool classify` on the saved photo is fooled; network: the network-sized picture; auto: photo when the photo is larger than the network input (gradient attacks), else network.")]
 
 
 def calm_cpu_threads() -> None:
