@@ -242,19 +242,6 @@ class Tally:
             c["t_eligible"] += te
             c["t_success"] += te and t["success"]
 
-    def as_dict(self) -> dict:
-        c, n = self.counts, self.n
-        d = {"pictures": n, "clean_accuracy": c["clean"] / n if n else None,
-             "robust_accuracy": c["robust"] / n if n else None,
-             "robust_accuracy_float": c["robust_float"] / n if n else None,
-             "success_rate": c["success"] / c["eligible"] if c["eligible"] else None,
-             "success_rate_float": c["success_float"] / c["eligible"] if c["eligible"] else None}
-        if self.eval_model:
-            d.update(transfer_clean_accuracy=c["t_clean"] / n if n else None,
-                     transfer_robust_accuracy=c["t_robust"] / n if n else None,
-                     transfer_success_rate=c["t_success"] / c["t_eligible"] if c["t_eligible"] else None)
-        return d
-
     def line(self) -> str:
         c, n = self.counts, self.n
         truth = "labels from --labels" if self.labelled else "true class = clean prediction"
