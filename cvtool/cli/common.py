@@ -255,7 +255,11 @@ def run_task_command(task: str, sources: list[str], *, model: str, weights: str 
         raise typer.Exit(EXIT_OK)
     finally:
         if saver is not None:
-            saver.close()
+            try:
+                saver.close()  # the last video is moved into place here
+            except SinkError as e:
+                print(f"cvtool: error: not saved: {e}", file=sys.stderr)
+                out.failed += 1
     for sink in sinks:
         try:
             sink.close(interrupted)
