@@ -295,6 +295,8 @@ def test_table_into_a_file_is_refused_and_json_is_json(samples, tmp_path):
     assert [r["topk"] for r in as_json] == [r["topk"] for r in as_lines] and len(as_json) == 2
     res = run_cvtool("classify", cat, "-o", tmp_path / "empty.json", "-q", "--max-pixels", "1")
     assert json.loads((tmp_path / "empty.json").read_text())[0]["ok"] is False
+    listed = json.loads(run_cvtool("models", "list", "--task", "depth", "-f", "json").stdout)
+    assert [r["task"] for r in listed] == ["depth"] * len(listed) and listed
 
 
 # ---- 14. a picture and its label file share a stem --------------------------------------------

@@ -61,10 +61,10 @@ def list_cmd(
 
 
 def _emit(rows: list[dict], fmt: str) -> None:
-    """JSON Lines, or CSV with ``-f csv``, on stdout."""
+    """JSON Lines, or CSV with ``-f csv``, or one JSON array with ``-f json``, on stdout."""
     from cvtool.io.sinks import RecordWriter
 
-    writer = RecordWriter(sys.stdout, "csv" if fmt == "csv" else "jsonl")
+    writer = RecordWriter(sys.stdout, fmt if fmt in ("csv", "json") else "jsonl")
     for r in rows:
         writer.write(r)
     writer.close()
