@@ -14,9 +14,25 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_images"
 
 # Set before cvtool is imported anywhere: a private cache and no network, for the whole session.
+# Hugging Face's caches too: the suite must neither read the user's own downloads (a test would
+# then pass or fail by what this machine happens to hold) nor write into them.
 _HOME = tempfile.mkdtemp(prefix="cvtool-test-home-")
 os.environ["CVTOOL_HOME"] = _HOME
 os.environ["CVTOOL_OFFLINE"] = "1"
+os.environ["HF_HOME"] = os.path.join(_HOME, "hf")
+for _var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE", "HF_DATASETS_CACHE",
+             "HF_ASSETS_CACHE", "HF_XET_CACHE", "TORCH_HOME"):
+    os.environ.pop(_var, None)  # all derive from HF_HOME (TORCH_HOME: torchvision's cache)
+os.environ["TORCH_HOME"] = os.path.join(_HOME, "torch")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.pop("CVTOOL_DEBUG", None)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Remove the private home (exported ONNX files, converted weights: ~200 MB) at the end."""
+    import shutil
+
+    shutil.rmtree(_HOME, ignore_errors=True)
 # As the CLI does (cli.common.calm_cpu_threads): idle torch threads sleep instead of spinning, which
 # on a 2-core machine made gradient tests many times slower. Must precede the first torch import.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

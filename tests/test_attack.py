@@ -193,11 +193,13 @@ def test_eps_parsing():
 
 def test_pgd_fools_the_model_on_every_sample_photo_and_the_png_stays_within_eps(cli, samples, tmp_path,
                                                                                 lite0_torch):
-    res = cli("attack", "pgd", samples, "--eps", f"{EPS}/255", "--steps", "5", "--save", tmp_path)
+    res = cli("attack", "pgd", samples, "--eps", f"{EPS}/255", "--steps", "5", "--save", tmp_path,
+              "--resolution", "network")
     assert res.exit_code == 0, res.stderr
     recs = jsonl(res.stdout)
     assert len(recs) == 6 and all(r["ok"] for r in recs)
     for r in recs:
+        assert r["resolution"] == "network" and r["attacked_size"] == {"width": 224, "height": 224}
         assert r["task"] == "attack" and r["backend"] == "torch" and r["attack"]["method"] == "pgd"
         assert r["success_8bit"] and r["adversarial"]["class_id"] != r["clean"]["class_id"], r["source"]
         assert r["norms"]["linf_255"] <= EPS and r["norms"]["linf"] <= EPS / 255 + 1e-9
@@ -218,14 +220,46 @@ def test_pgd_fools_the_model_on_every_sample_photo_and_the_png_stays_within_eps(
     assert "clean accuracy 100.0% (6/6), robust accuracy 0.0% (0/6), success rate 100.0% (6/6)" in res.stderr
 
 
+def test_photo_resolution_pictures_fool_cvtool_classify(cli, samples, tmp_path):
+    """Issue 14.16: adversarial pictures saved at the photo's own size, attacked through the
+    preprocessing, are fooling when `cvtool classify` (its own decode, resize and crop, ONNX
+    Runtime) reads the saved files back; network-sized ones often are not, as classify resizes
+    and crops them again."""
+    clean = {r["source"].split("/")[-1]: r["class_id"]
+             for r in jsonl(run_cvtool("classify", samples, "-q").stdout)}
+    fooled = {}
+    for mode in ("photo", "network"):
+        out = tmp_path / mode
+        res = cli("attack", "pgd", samples, "--eps", f"{EPS}/255", "--steps", "10", "--save", out,
+                  "--resolution", mode, "-q")
+        assert res.exit_code == 0, res.stderr
+        recs = jsonl(res.stdout)
+        assert {r["resolution"] for r in recs} == {mode}
+        for r in recs:
+            adv, kept = _read_png(r["saved"]["adv"]), _read_png(r["saved"]["clean"])
+            if mode == "photo":  # the photo's own size, every value within eps of the photo
+                assert adv.shape[:2] == (r["image_size"]["height"], r["image_size"]["width"])
+                from cvtool.io.decode import decode_image
+
+                assert (kept == decode_image(r["source"]).rgb).all()
+            d = np.abs(adv.astype(int) - kept.astype(int))
+            assert d.max() <= EPS and d.max() == r["norms"]["linf_255"]
+        again = jsonl(run_cvtool("classify", *(r["saved"]["adv"] for r in recs), "-q").stdout)
+        fooled[mode] = sum(a["class_id"] != clean[r["source"].split("/")[-1]] for a, r in zip(again, recs))
+        if mode == "photo":  # the record's 8-bit verdict is what classify sees
+            assert [a["class_id"] for a in again] == [r["adversarial"]["class_id"] for r in recs]
+    assert fooled["photo"] == 6, fooled
+    assert fooled["photo"] > fooled["network"], fooled  # measured: 6/6 against 5/6
+
+
 def test_fgsm_targeted_and_l2(cli, samples):
-    res = cli("attack", "fgsm", samples / "cat.jpg", "--eps", "4/255")
+    res = cli("attack", "fgsm", samples / "cat.jpg", "--eps", "4/255", "--resolution", "network")
     assert res.exit_code == 0, res.stderr
     r = jsonl(res.stdout)[0]
     # One step of exactly eps on every value (but those clipped at 0 or 255).
     assert r["iterations"] == 1 and r["norms"]["linf_255"] == 4 and r["norms"]["changed"] > 0.95
     assert r["clean"]["label"] == "tiger cat" and r["success_8bit"]
-    res = cli("attack", "fgsm", samples / "cat.jpg", "--norm", "l2", "--eps", "0.5")
+    res = cli("attack", "fgsm", samples / "cat.jpg", "--norm", "l2", "--eps", "0.5", "--resolution", "network")
     r = jsonl(res.stdout)[0]
     assert r["attack"]["norm"] == "l2" and r["norms"]["l2"] <= 0.5 + 1e-9 and r["norms"]["l2"] > 0.4
 

@@ -9,7 +9,7 @@ import typer
 
 from conftest import jsonl
 
-RECORD_COMMANDS = ("classify", "detect", "segment", "depth", "caption")
+RECORD_COMMANDS = ("classify", "detect", "segment", "depth", "caption")  # all of them take --engine ray
 SHARED_FLAGS = {"--device", "--threads", "--batch", "--backend", "--allow-cpu-fallback", "--workers",
                 "--format", "--output", "--overwrite", "--quiet", "--vid-stride", "--max-pixels"}
 RAY_FLAGS = {"--engine", "--address", "--gpus-per-worker", "--output-dir", "--output-format", "--resume"}
@@ -32,20 +32,17 @@ def test_record_commands_offer_the_same_shared_options():
     assert SHARED_FLAGS | RAY_FLAGS <= set(reference)
     for name in RECORD_COMMANDS[1:]:
         params = _params(name)
-        flags = SHARED_FLAGS | (RAY_FLAGS if "--engine" in params else set())
+        flags = SHARED_FLAGS | RAY_FLAGS | {"--report"}
         for flag in flags:
             if name == "caption" and flag == "--backend":
                 continue  # caption's --backend says how the encoder and the generation loop split
-            if flag == "--workers" and "--engine" not in params:
-                continue  # without --engine ray, --workers says nothing of Ray workers
             assert params.get(flag) == reference[flag], f"{name} {flag}"
-        if name == "caption":
-            assert params["--workers"][2] == _params("train")["--workers"][2]  # no Ray wording
     # the gradient commands share the output/input/runtime options with them
+    assert _params("train")["--workers"][2] != reference["--workers"][2]  # no Ray wording without --engine
     for path in (("visualize",), ("attack",)):
         params = _params(*path)
         for flag in ("--device", "--threads", "--format", "--output", "--overwrite", "--quiet",
-                     "--vid-stride", "--max-pixels"):
+                     "--vid-stride", "--max-pixels", "--report"):
             assert params[flag] == reference[flag], f"{path[0]} {flag}"
 
 

@@ -93,7 +93,7 @@ def test_pickled_objects_are_never_unpickled(cli, samples, tmp_path):
     assert "pwned" not in res.stdout
 
 
-def test_import_checks_checksum_and_architecture(cli, resnet18_file, tmp_path, cvtool_home):
+def test_import_checks_checksum_and_architecture(cli, resnet18_file, tmp_path, cvtool_home, samples):
     res = cli("models", "import", "resnet18", resnet18_file)
     assert res.exit_code == 2 and "does not match the expected prefix f37072fd" in res.stderr
     not_weights = tmp_path / "junk.pth"
@@ -106,11 +106,17 @@ def test_import_checks_checksum_and_architecture(cli, resnet18_file, tmp_path, c
     assert res.stdout.strip() == str(cached) and cached.is_file()
     try:
         listed = {r["name"]: r for r in jsonl(cli("models", "list", "-f", "jsonl").stdout)}
-        assert listed["resnet18"]["weights"] == "cache"
+        # forced past a checksum mismatch: said wherever the weights show up or are used (issue 14.15)
+        assert listed["resnet18"]["weights"] == "cache (imported, unverified)"
         assert listed["efficientnet_lite0"]["weights"] == "package"
         assert listed["resnet50"]["weights"] == "missing (offline)"
+        info = json.loads(cli("models", "info", "resnet18").stdout)
+        assert "does not match the expected prefix f37072fd" in info["weights"]["imported_unverified"]
+        res = cli("classify", "--model", "resnet18", "--backend", "torch", "-q", samples / "cat.jpg")
+        assert res.exit_code == 0 and "imported with --force and are not the official ones" in res.stderr
     finally:
         cached.unlink()
+        (cached.parent / f".{cached.name}.unverified").unlink(missing_ok=True)
 
 
 def test_models_info_and_pull_offline(cli):
@@ -168,7 +174,7 @@ def test_export_cache_key_follows_weights(resnet18_file, tmp_path):
 def test_weight_digests_are_remembered_across_runs_and_follow_changes(tmp_path, monkeypatch):
     import hashlib
 
-    from cvtool.models import weights
+    from cvtool.models import cache as weights  # digests live in models/cache.py
 
     monkeypatch.setenv("CVTOOL_HOME", str(tmp_path / "home"))
     f = tmp_path / "w.bin"

@@ -240,3 +240,26 @@ def test_depth_and_segment_on_ray_give_the_local_records(ray_local, cli, samples
               tmp_path / "x", "--save", tmp_path / "pics")
     assert res.exit_code == 2 and "not supported with --engine ray" in res.stderr
     assert not (tmp_path / "pics").exists()
+
+
+from test_caption import tiny_blip  # noqa: E402,F401  (fixture: a tiny BLIP built locally)
+
+
+def test_caption_on_ray_gives_the_local_records(ray_local, cli, samples, tmp_path, tiny_blip):
+    """caption builds its own runner: each Ray worker builds it from the factory the command
+    ships (issue 14.19); the labels fallback (two bundled models, one structured input per
+    picture) and a neural captioner give the local engine's records."""
+    photos = [samples / "cat.jpg", samples / "coffee.jpg", tmp_path / "missing.jpg"]
+    for name, args in (("labels", ("caption", "--model", "labels")),
+                       ("blip", ("caption", "--weights", tiny_blip, "--max-tokens", "6"))):
+        local = cli(*args, *photos)
+        assert local.exit_code == 1, local.stderr
+        out = tmp_path / f"out-{name}"
+        res = cli(*args, *photos, "--engine", "ray", "--output-dir", out, "--batch", "2")
+        assert res.exit_code == 1, res.stderr
+        got = _records(out)
+        _same_records(jsonl(local.stdout), got)
+        assert sum(r["ok"] for r in got) == 2
+    res = cli("caption", "--model", "labels", samples / "cat.jpg", "--engine", "ray", "--output-dir",
+              tmp_path / "x", "--save", tmp_path / "pics")
+    assert res.exit_code == 2 and "not supported with --engine ray" in res.stderr

@@ -47,11 +47,25 @@ def _attack_fn(method: str):
     return getattr(minimal, method)
 
 
+RESOLUTIONS = ("auto", "photo", "network")
+
+
 class Attacker:
+    """``resolution``: where the perturbation lives. ``network``: the network-sized picture
+    (what the model sees after resizing and cropping). ``photo``: the photo's own pixels (the
+    region the network sees), attacked through a differentiable copy of the preprocessing
+    (:mod:`cvtool.models.preprocess_torch`) and scored through the real one, so ``cvtool classify``
+    on the saved photo sees what the record says. ``auto``: ``photo`` when that region is larger
+    than the network input and the attack is a gradient one, else ``network``."""
+
     def __init__(self, victim: Victim, cfg: AttackConfig, target: int | None = None,
-                 label_map: LabelMap | None = None, eval_victim: Victim | None = None, saver=None):
+                 label_map: LabelMap | None = None, eval_victim: Victim | None = None, saver=None,
+                 resolution: str = "network"):
         import torch
 
+        if resolution not in RESOLUTIONS:
+            raise ValueError(f"--resolution {resolution!r}: expected {', '.join(RESOLUTIONS)}")
+        self.resolution = resolution
         self.victim, self.cfg, self.target = victim, cfg, target
         self.label_map, self.eval_victim, self.saver = label_map, eval_victim, saver
         self.rng = np.random.default_rng(cfg.seed)
@@ -68,10 +82,32 @@ class Attacker:
             d["score"] = round(float(prob), 6)
         return d
 
+    def _photo_region(self, rgb: np.ndarray):
+        """The region of ``rgb`` to attack at the photo's resolution, or None (network size)."""
+        if self.resolution == "network" or self.cfg.method == "square" or self.victim.grad is None:
+            if self.resolution == "photo" and (self.cfg.method == "square" or self.victim.grad is None):
+                raise PictureError("--resolution photo needs a gradient attack on torch (square works on "
+                                   "the network-sized picture)")
+            return None
+        from cvtool.models.preprocess_torch import Unsupported, region
+
+        pre = self.victim.loaded.preprocess
+        try:
+            box = region(pre, rgb.shape[1], rgb.shape[0])
+        except Unsupported as e:
+            if self.resolution == "photo":
+                raise PictureError(f"--resolution photo: {e}") from None
+            return None
+        left, top, right, bottom = box
+        if self.resolution == "auto" and (right - left) * (bottom - top) <= pre.crop * pre.crop:
+            return None  # not larger than the network input: nothing to gain
+        return box
+
     def __call__(self, source: str, frame: int | None, rgb: np.ndarray) -> dict:
         cfg, v = self.cfg, self.victim
         x0u = v.loaded.preprocess(rgb)
         clean_id, clean_p = v.predict(x0u)
+        box = self._photo_region(rgb)
         if self.label_map is not None:
             truth = self.label_map.lookup(source)
             if truth is None:
@@ -88,15 +124,39 @@ class Attacker:
             u8, rounding, extra_q = res.u8, "on the grid", 0
             adv_id, adv_p = float_id, float_p = v.predict(u8)
             x0 = None
+        elif box is not None:  # at the photo's resolution: the region the network sees
+            from cvtool.models.preprocess_torch import AtPhotoResolution
+
+            left, top, right, bottom = box
+            r0u = np.ascontiguousarray(rgb[top:bottom, left:right])
+            model = AtPhotoResolution(v.grad, v.loaded.preprocess)
+            x0 = v.grad.to_tensor(r0u)
+            res = self.fn(model, x0, goal, cfg, self.gen)
+            float_id, _, float_p = model.top(res.x_adv)
+
+            def paste(region_u8: np.ndarray) -> np.ndarray:
+                photo = rgb.copy()
+                photo[top:bottom, left:right] = region_u8
+                return photo
+
+            # scored as `cvtool classify` scores the saved photo: the real preprocessing on it
+            r8, rounding, extra_q, (adv_id, adv_p) = finalise(
+                res.x_adv, r0u, cfg.eps, cfg.norm, lambda ru: v.predict(v.loaded.preprocess(paste(ru))),
+                goal.success, stretch=cfg.method in MINIMAL_NORM)
+            u8 = paste(r8)
         else:
             x0 = v.grad.to_tensor(x0u)
             res = self.fn(v.grad, x0, goal, cfg, self.gen)
             float_id, _, float_p = v.grad.top(res.x_adv)
             u8, rounding, extra_q, (adv_id, adv_p) = finalise(
                 res.x_adv, x0u, cfg.eps, cfg.norm, v.predict, goal.success, stretch=cfg.method in MINIMAL_NORM)
+        clean_u8 = x0u if box is None else rgb  # what the adversarial picture is compared with
         fields: dict = {
             "attack": {**cfg.summary(), "targeted": goal.targeted},
             "input_size": v.input_size,
+            "resolution": "network" if box is None else "photo",
+            "attacked_size": ({"width": v.input_size, "height": v.input_size} if box is None else
+                              {"width": box[2] - box[0], "height": box[3] - box[1]}),
             "truth": {**self._label(v, truth), "from": truth_from},
             "target": None if self.target is None else self._label(v, self.target),
             "clean": {**self._label(v, clean_id, clean_p), "correct": clean_id == truth},
@@ -104,8 +164,8 @@ class Attacker:
             "adversarial_float": {**self._label(v, float_id, float_p), "correct": float_id == truth},
             "success": goal.success(float_id),
             "success_8bit": goal.success(adv_id),
-            "norms": norms(u8, x0u),
-            "norms_float": norms(u8, x0u) if x0 is None else float_norms(res.x_adv, x0),
+            "norms": norms(u8, clean_u8),
+            "norms_float": norms(u8, clean_u8) if x0 is None else float_norms(res.x_adv, x0),
             "rounding": rounding,
             "iterations": res.iterations,
             "queries": res.queries + extra_q,
@@ -115,24 +175,25 @@ class Attacker:
         if cfg.method == "cw":
             fields["attack"]["c_found"] = res.extra.get("c")
         if self.eval_victim is not None:
-            fields["transfer"] = self._transfer(x0u, u8, goal)
+            fields["transfer"] = self._transfer(clean_u8, u8, goal, photo=box is not None)
         if self.saver is not None:
             from cvtool.io.sinks import SinkError
 
             try:
-                fields["saved"] = self.saver.save(source, frame, x0u, u8)
+                fields["saved"] = self.saver.save(source, frame, clean_u8, u8)
             except SinkError as e:
                 raise PictureError(f"not saved: {e}") from None
         self.tally.add(fields)
         return fields
 
-    def _transfer(self, x0u: np.ndarray, u8: np.ndarray, goal: Goal) -> dict:
+    def _transfer(self, x0u: np.ndarray, u8: np.ndarray, goal: Goal, photo: bool = False) -> dict:
         """The 8-bit adversarial picture (and the clean one), resized to the second model's
-        input size if it differs, scored there. Without --labels the second model's own clean
-        prediction is the class to move away from."""
+        input size if it differs (``photo``: through its own preprocessing), scored there.
+        Without --labels the second model's own clean prediction is the class to move away from."""
         ev = self.eval_victim
-        c_id, c_p = ev.predict(ev.fit(x0u))
-        a_id, a_p = ev.predict(ev.fit(u8))
+        fit = ev.loaded.preprocess if photo else ev.fit
+        c_id, c_p = ev.predict(fit(x0u))
+        a_id, a_p = ev.predict(fit(u8))
         truth = goal.label if self.label_map is not None else c_id
         tgoal = Goal(truth, goal.target)
         return {"model": ev.name,
@@ -180,19 +241,6 @@ class Tally:
             te = self.targeted or t["clean"]["correct"]
             c["t_eligible"] += te
             c["t_success"] += te and t["success"]
-
-    def as_dict(self) -> dict:
-        c, n = self.counts, self.n
-        d = {"pictures": n, "clean_accuracy": c["clean"] / n if n else None,
-             "robust_accuracy": c["robust"] / n if n else None,
-             "robust_accuracy_float": c["robust_float"] / n if n else None,
-             "success_rate": c["success"] / c["eligible"] if c["eligible"] else None,
-             "success_rate_float": c["success_float"] / c["eligible"] if c["eligible"] else None}
-        if self.eval_model:
-            d.update(transfer_clean_accuracy=c["t_clean"] / n if n else None,
-                     transfer_robust_accuracy=c["t_robust"] / n if n else None,
-                     transfer_success_rate=c["t_success"] / c["t_eligible"] if c["t_eligible"] else None)
-        return d
 
     def line(self) -> str:
         c, n = self.counts, self.n

@@ -29,12 +29,6 @@ import numpy as np
 STRETCH = (1.0, 1.25, 1.6, 2.0, 2.5, 3.2, 4.0, 5.0, 6.4, 8.0)
 
 
-def to_u8(x) -> np.ndarray:
-    """Float ``(1, 3, S, S)`` tensor in [0, 1] → ``(S, S, 3)`` uint8 (nearest level)."""
-    a = x.detach()[0].permute(1, 2, 0).cpu().numpy()
-    return np.clip(np.rint(a * 255.0), 0, 255).astype(np.uint8)
-
-
 def quantise(delta255: np.ndarray, x0u: np.ndarray, eps: float | None, norm: str,
              mode: str = "nearest") -> np.ndarray:
     """``delta255``: the float change in 8-bit units ``(S, S, 3)``; ``x0u`` the clean uint8

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
 from typing import Annotated, Optional
 
 import typer
 
 from cvtool import __version__
+from cvtool.settings import SettingError, check_environment, debugging
 from cvtool.cli import attack as attack_cmd
 from cvtool.cli import caption as caption_cmd
 from cvtool.cli import classify as classify_cmd
@@ -22,7 +26,8 @@ from cvtool.cli import visualize as visualize_cmd
 app = typer.Typer(
     name="cvtool",
     help="Vision jobs from the shell: classify images, detect objects, caption them, segment pictures (segment), estimate relative depth (depth), look inside a classifier (visualize), attack it with adversarial pictures (attack), train classifiers (train), look at a run in one web page (report), export models to ONNX, manage models. Records go to stdout as JSON "
-         "Lines when piped; messages to stderr. Exit code 0 = all inputs ok, 1 = some failed, 2 = usage.",
+         "Lines when piped; messages to stderr. Exit code 0 = all inputs ok, 1 = some failed, 2 = usage, "
+         "3 = internal error (a bug; --debug shows the traceback).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -38,8 +43,20 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
-                                                          help="Show the version and exit.")] = None) -> None:
-    pass
+                                                          help="Show the version and exit.")] = None,
+          debug: Annotated[bool, typer.Option("--debug", help="Show Python tracebacks for errors (also CVTOOL_DEBUG=1).")] = False,
+          ) -> None:
+    if debug:
+        os.environ["CVTOOL_DEBUG"] = "1"
+    from cvtool.models.cache import WeightsError, check_cache_home
+
+    try:  # set-up problems every command would hit: one line, exit 2, before any work
+        check_environment()
+        check_cache_home()
+    except (SettingError, WeightsError) as e:
+        from cvtool.cli.common import fail
+
+        raise fail(str(e)) from None
 
 
 app.command("classify", no_args_is_help=True)(classify_cmd.classify)
@@ -55,5 +72,45 @@ app.command("report", no_args_is_help=True)(report_cmd.report)
 app.add_typer(models_cmd.app, name="models")
 
 
+EXIT_INTERNAL = 3
+_signal_received: list[int] = []
+
+
+def _on_signal(signum, _frame) -> None:
+    """SIGTERM and SIGHUP end a run as Ctrl-C does: the commands catch KeyboardInterrupt, discard
+    unfinished files and say so; temporaries are removed on the way out (io/atomic)."""
+    _signal_received.append(signum)
+    raise KeyboardInterrupt
+
+
 def main() -> None:
-    app()
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name) and signal.getsignal(getattr(signal, name)) == signal.SIG_DFL:
+            signal.signal(getattr(signal, name), _on_signal)
+    try:
+        app()
+    except KeyboardInterrupt:
+        print("cvtool: interrupted", file=sys.stderr)
+        code = 130
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if type(sys.stdout).__name__ == "PacifyFlushWrapper":  # click's sign of a closed pipe (`| head`)
+            from cvtool.cli.common import quiet_stdout_pipe
+
+            quiet_stdout_pipe()
+            code = 0  # as classify does, and as other Unix tools do
+    except BrokenPipeError:
+        from cvtool.cli.common import quiet_stdout_pipe
+
+        quiet_stdout_pipe()
+        code = 0
+    except Exception as e:  # a bug, not a user's mistake: say so in one line, not as "usage"
+        if debugging():
+            raise
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        print(f"cvtool: internal error: {type(e).__name__}{': ' + first if first else ''} (a bug in cvtool; "
+              "rerun with `cvtool --debug …` or CVTOOL_DEBUG=1 for the traceback, and report it)", file=sys.stderr)
+        code = EXIT_INTERNAL
+    if _signal_received and code in (1, 130):  # click reports an interrupt outside a command as 1
+        code = 128 + _signal_received[0]  # as a shell reports a process ended by that signal
+    sys.exit(code)

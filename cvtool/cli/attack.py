@@ -32,14 +32,15 @@ def attack(
     cw_c: Annotated[Optional[float], typer.Option("--c", help="cw: initial trade-off constant (default 1).", show_default=False)] = None,
     search_steps: Annotated[Optional[int], typer.Option("--search-steps", help="cw: binary-search rounds on c (default 3).", show_default=False)] = None,
     eval_model: Annotated[Optional[str], typer.Option("--eval-model", help="Also score the adversarial pictures on this model (transfer): registry name, checkpoint or .onnx file.", show_default=False)] = None,
-    save: o.Save("Folder for PNGs: <stem>_adv.png, <stem>_perturbation.png (amplified), <stem>_clean.png, all network-sized.") = None,
+    save: o.Save("Folder for PNGs: <stem>_adv.png, <stem>_perturbation.png (amplified), <stem>_clean.png, at the --resolution attacked (the photo's size, or the network's).") = None,
+    resolution: Annotated[str, typer.Option("--resolution", help="photo: perturb the photo's own pixels, attacked through the preprocessing, so `cvtool classify` on the saved photo is fooled; network: the network-sized picture; auto: photo when the photo is larger than the network input (gradient attacks), else network.")] = "auto",
     seed: o.Seed("Seed for random starts and square's random squares.") = 0,
     *,
     opts: o.Options,
 ) -> None:
     """Attack a classifier: adversarial pictures, with clean and robust accuracy.
 
-    Perturbations live in pixel space [0, 1] of the network-sized picture (normalisation stays inside the model). The result is rounded to 8 bits, kept within --eps and scored again: the record says whether the saved picture still fools the model. One record per input; a summary of clean accuracy, robust accuracy and success rate goes to stderr.
+    Perturbations live in pixel space [0, 1]: of the photo itself when it is larger than the network input (attacked through the resizing and cropping, so `cvtool classify` on the saved photo is fooled), else of the network-sized picture (--resolution). Normalisation stays inside the model. The result is rounded to 8 bits, kept within --eps and scored again: the record says whether the saved picture still fools the model. One record per input; a summary of clean accuracy, robust accuracy and success rate goes to stderr.
 
     Examples:
       cvtool attack pgd sample_images/ --eps 4/255
@@ -55,6 +56,12 @@ def attack(
     method = method.lower()
     if method not in METHODS:
         raise c.fail(f"unknown attack {method!r}: choose one of {', '.join(METHODS)}")
+    from cvtool.attack.evaluate import RESOLUTIONS
+
+    if resolution not in RESOLUTIONS:
+        raise c.fail(f"--resolution {resolution!r}: expected {', '.join(RESOLUTIONS)}")
+    if resolution == "photo" and method == "square":
+        raise c.fail("--resolution photo needs a gradient attack; square works on the network-sized picture")
     victim, eval_victim, cfg, target_id, label_map, saver = _setup(
         method, model, weights, eps, alpha, steps, restarts, norm, target, labels, queries, cw_c, search_steps,
         eval_model, save, opts.backend, opts.device, opts.threads, seed, opts.overwrite, opts.quiet,
@@ -62,7 +69,7 @@ def attack(
 
     from cvtool.attack.evaluate import Attacker, PictureError
 
-    attacker = Attacker(victim, cfg, target_id, label_map, eval_victim, saver)
+    attacker = Attacker(victim, cfg, target_id, label_map, eval_victim, saver, resolution=resolution)
 
     def process(item) -> dict:
         try:

@@ -10,7 +10,7 @@ from cvtool.cli import common as c
 from cvtool.cli import options as o
 
 
-@o.shared(*o.RECORDS, batch=4, backend=o.Backend("auto: the image encoder on ONNX Runtime (exported once, cached), the generation loop on torch; torch: all on torch; onnx: as auto, but fail if the encoder does not export."))
+@o.shared(*o.RECORDS, *o.ENGINE, batch=4, backend=o.Backend("auto: the image encoder on ONNX Runtime (exported once, cached), the generation loop on torch; torch: all on torch; onnx: as auto, but fail if the encoder does not export."))
 def caption(
     sources: o.Sources,
     model: Annotated[str, typer.Option("--model", "-m", help="blip_base, vit_gpt2 (Hugging Face weights: `cvtool models pull`/`import`, or --weights FOLDER), or labels: a sentence built from the bundled classifier's and detector's labels, offline, marked kind=labels.")] = "blip_base",
@@ -42,7 +42,12 @@ def caption(
     c.calm_cpu_threads()
     if prompt is not None and not prompt.strip():
         raise c.fail("--prompt: empty text")
-    notify = (lambda _m: None) if opts.quiet else None
+    if opts.engine == "ray" and save is not None:
+        raise c.fail("--save is not supported with --engine ray (records only)")
+    on_ray = opts.engine == "ray"
+    factory = cap.CaptionFactory(opts.backend, opts.device, opts.threads, opts.allow_cpu_fallback, max_tokens,
+                                 beams, prompt, opts.quiet)
+    runner = postprocess = None
     try:
         if model == cap.LABELS_MODEL:
             if weights is not None:
@@ -52,8 +57,6 @@ def caption(
                 raise ModelError("--prompt: --model labels builds its sentence from labels and cannot "
                                  "continue a prompt; use blip_base")
             loaded = cap.load_labels_model()
-            runner = cap.LabelsRunner(loaded, opts.backend, opts.device, opts.threads, notify, opts.allow_cpu_fallback)
-            postprocess = cap.LabelsCaptioner(loaded)
         else:
             if prompt is not None:  # refuse before looking for weights that would not help
                 spec = next((s for s in registry.list_models(cap.TASK) if s.name == model), None)
@@ -61,14 +64,14 @@ def caption(
                     raise ModelError(f"--prompt: {spec.name} cannot continue a prompt (conditional "
                                      "captioning needs a BLIP model, e.g. blip_base)")
             loaded = load(model, weights, task=cap.TASK)
-            runner = cap.GenerationRunner(loaded, opts.backend, opts.device, opts.threads, notify, opts.allow_cpu_fallback)
-            postprocess = cap.Captioner(runner.net, max_tokens, beams, prompt)
+        if not on_ray:  # on Ray, every worker builds its own from the factory
+            runner, postprocess = factory(loaded)
     except (ModelError, DeviceError, ValueError) as e:
         raise c.fail(str(e)) from None
 
     c.run_task_command(
         cap.TASK, sources, opts, model=model, weights=weights, loaded=loaded, runner=runner,
-        make_postprocess=lambda m: postprocess, annotate=_annotate,
+        make_postprocess=lambda m: postprocess, annotate=_annotate, runner_factory=factory,
         table_row=_row, table_columns=["source", "kind", "caption"], save=save)
 
 

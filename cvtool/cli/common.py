@@ -1,7 +1,8 @@
 """What every inference subcommand shares: options, output, progress, exit codes.
 
 Exit codes: 0 every input succeeded, 1 some input failed (each has an error record),
-2 usage or set-up error (bad option, unknown model, missing weights, unusable device).
+2 usage or set-up error (bad option, unknown model, missing weights, unusable device, an output
+that cannot be written), 3 internal error (a bug in cvtool: cli/app.py's ``main``), 130 interrupted.
 Records go to stdout (JSON Lines when piped, a table on a terminal) or to ``--output``;
 messages and progress go to stderr.
 """
@@ -39,9 +40,20 @@ def calm_cpu_threads() -> None:
 
 
 def check_format(fmt: str) -> str:
-    if fmt not in ("auto", "jsonl", "csv", "table"):
-        raise fail(f"--format {fmt!r}: expected auto, jsonl, csv or table")
+    if fmt not in ("auto", "jsonl", "csv", "json", "table"):
+        raise fail(f"--format {fmt!r}: expected auto, jsonl, csv, json or table")
     return fmt
+
+
+def check_output(fmt: str, output: Path | None, overwrite: bool) -> None:
+    """Raise SinkError now (before a model loads) when records cannot go to ``--output``: it
+    exists, its folder is missing or not writable, or ``--format`` cannot be written to a file."""
+    if output is not None:
+        from cvtool.io.atomic import AtomicFile
+        from cvtool.io.records import format_for
+
+        format_for(str(output), fmt)
+        AtomicFile(output, overwrite=overwrite)
 
 
 def collect_sources(inputs: list[str]):
@@ -76,8 +88,9 @@ class Output:
         if report is not None and os.path.lexists(report) and not overwrite:
             raise SinkError(f"--report {report}: exists (give --overwrite to replace it)")
         if output is not None:
+            record_fmt = format_for(str(output), fmt)
             self._file = AtomicFile(output, overwrite=overwrite)
-            self.writer = RecordWriter(self._file.__enter__(), format_for(str(output), fmt))
+            self.writer = RecordWriter(self._file.__enter__(), record_fmt)
         elif fmt == "table" or (fmt == "auto" and sys.stdout.isatty() and table_row is not None):
             self.table = True
         else:
@@ -118,9 +131,15 @@ class Output:
             self.progress.stop()
         if self.writer is not None:
             self.writer.close()
+        lost = None
         if self._file is not None:
+            from cvtool.io.atomic import SinkError
+
             exc = KeyboardInterrupt if interrupted else None
-            self._file.__exit__(exc, None, None)
+            try:
+                self._file.__exit__(exc, None, None)
+            except SinkError as e:  # e.g. another run created the file meanwhile: never replaced
+                lost = str(e)
         if self.table and self.rows:
             from rich.console import Console
             from rich.table import Table
@@ -140,6 +159,9 @@ class Output:
             fail_txt = f", {self.failed} failed" if self.failed else ""
             print(f"cvtool: {self.n} record{'s' if self.n != 1 else ''} in {dt:.2f} s{rate}{fail_txt}",
                   file=sys.stderr)
+        if lost is not None:
+            print(f"cvtool: error: {lost}; the {self.n} records of this run were not written", file=sys.stderr)
+            return EXIT_FAILED
         if self.report is not None and not interrupted and not write_report_page(
                 self.records, self.report, seconds=dt, overwrite=self.overwrite, quiet=self.quiet):
             return EXIT_FAILED
@@ -165,28 +187,31 @@ def write_report_page(records: list[dict], path: Path, *, seconds: float | None 
 def run_task_command(task: str, sources: list[str], opts: Options, *, model: str, weights: str | None,
                      make_postprocess: Callable, annotate: Callable | None, table_row: Callable,
                      table_columns: list[str], save: Path | None = None, make_sinks: Callable | None = None,
-                     loaded=None, noun: str = "record", runner=None) -> None:
+                     loaded=None, noun: str = "record", runner=None, runner_factory: Callable | None = None) -> None:
     """The body every inference subcommand shares: load the model, pick the runner, stream the
     inputs through the task, save annotated pictures, feed the task's extra sinks (objects with
     ``add(record, frame)`` and ``close(interrupted)``, made by ``make_sinks(loaded)``), emit
     records, exit with the right code. A task with its own way of running (caption's generation
-    loop) passes a ready ``runner`` and ``loaded``. ``engine="ray"`` runs the same task on a Ray
-    cluster instead (:func:`run_on_ray`)."""
+    loop) passes a ready ``runner`` and ``loaded``, and for ``--engine ray`` a picklable
+    ``runner_factory(loaded) -> (runner, postprocess)`` that each Ray worker calls. ``--engine ray``
+    runs the same task on a Ray cluster instead (:func:`run_on_ray`)."""
     if opts.ray_requested:
         run_on_ray(task, sources, opts, model=model, weights=weights, loaded=loaded, runner=runner,
-                   make_postprocess=make_postprocess, make_sinks=make_sinks, save=save)
+                   runner_factory=runner_factory, make_postprocess=make_postprocess, make_sinks=make_sinks,
+                   save=save)
     from cvtool.io.sinks import PictureSaver, SinkError
     from cvtool.models.loader import ModelError, load
     from cvtool.runtime.device import DeviceError
     from cvtool.tasks.base import RunOptions, make_runner, run
 
     try:
+        check_output(opts.fmt, opts.output, opts.overwrite)  # before any work: one line, exit 2
+        saver = PictureSaver(save, opts.overwrite) if save is not None else None
         loaded = loaded or load(model, weights, task=task)
         sinks = make_sinks(loaded) if make_sinks else []
         runner = runner or make_runner(loaded, opts.backend, opts.device, opts.threads,
                                        notify=None if not opts.quiet else (lambda _m: None),
                                        allow_cpu_fallback=opts.allow_cpu_fallback)
-        saver = PictureSaver(save, opts.overwrite) if save is not None else None
         srcs, total = collect_sources(sources)
         out = Output(opts.fmt, opts.output, opts.overwrite, opts.quiet, total, table_row=table_row,
                      table_columns=table_columns, report=opts.report)
@@ -222,7 +247,11 @@ def run_task_command(task: str, sources: list[str], opts: Options, *, model: str
         raise typer.Exit(EXIT_OK)
     finally:
         if saver is not None:
-            saver.close()
+            try:
+                saver.close()  # the last video is moved into place here
+            except SinkError as e:
+                print(f"cvtool: error: not saved: {e}", file=sys.stderr)
+                out.failed += 1
     for sink in sinks:
         try:
             sink.close(interrupted)
@@ -239,7 +268,8 @@ def run_task_command(task: str, sources: list[str], opts: Options, *, model: str
 
 
 def run_on_ray(task: str, sources: list[str], opts: Options, *, model: str, weights: str | None, loaded,
-               runner, make_postprocess: Callable, make_sinks: Callable | None, save: Path | None) -> None:
+               runner, make_postprocess: Callable, make_sinks: Callable | None, save: Path | None,
+               runner_factory: Callable | None = None) -> None:
     """``--engine ray``: the same task, model and postprocessing on a Ray cluster; records go to
     shards in ``--output-dir`` (docs/scale.md). Always raises ``typer.Exit``."""
     from cvtool.models.loader import ModelError, load
@@ -259,7 +289,7 @@ def run_on_ray(task: str, sources: list[str], opts: Options, *, model: str, weig
     if report is not None and ("://" in opts.output_dir or (os.path.lexists(report) and not opts.overwrite)):
         raise fail(f"--report {report}: " + ("exists (give --overwrite to replace it)" if "://" not in opts.output_dir
                    else "with a remote --output-dir, run `cvtool report` on a local copy of the shards"))
-    if runner is not None:
+    if runner is not None and runner_factory is None:
         raise fail(f"--engine ray is not supported for {task} yet")
     from cvtool.scale.ray_engine import RayOptions, ScaleError, require_ray
     from cvtool.scale.ray_engine import run as ray_run
@@ -277,7 +307,8 @@ def run_on_ray(task: str, sources: list[str], opts: Options, *, model: str, weig
                               allow_cpu_fallback=opts.allow_cpu_fallback, max_pixels=opts.max_pixels,
                               vid_stride=opts.vid_stride, quiet=opts.quiet)
         t0 = time.perf_counter()
-        result = ray_run(task, sources, loaded, make_postprocess(loaded), ray_opts)
+        result = ray_run(task, sources, loaded, None if runner_factory else make_postprocess(loaded), ray_opts,
+                         runner_factory=runner_factory)
         if report is not None:
             from cvtool.render.report import load_inputs
 
@@ -307,10 +338,12 @@ def run_picture_command(task: str, sources: list[str], opts: Options, *, model_n
     from cvtool.models.differentiable import iter_pictures
     from cvtool.tasks.base import Record
 
+    from cvtool.io.atomic import SinkError
+
     try:
         out = Output(opts.fmt, opts.output, opts.overwrite, opts.quiet, None, table_row=table_row,
                      table_columns=table_columns, report=opts.report)
-    except Exception as e:  # SinkError: the output file exists, …
+    except SinkError as e:  # the output file exists, cannot be written, …
         raise fail(str(e)) from None
     interrupted = False
     try:

@@ -24,17 +24,23 @@ def list_cmd(
 ) -> None:
     """List registered models and whether their weights are available offline."""
     from cvtool.models import registry
-    from cvtool.models.weights import _package_file, cached_file, offline
+    from cvtool.models.weights import _package_file, cached_file, imported_unverified, offline
 
     fmt = c.check_format(opts.fmt)
     rows = []
-    for spec in registry.list_models(task or None):
-        if spec.weights.hf_repo:
+    try:
+        specs = registry.list_models(task or None)
+    except registry.UnknownModel as e:
+        raise c.fail(str(e)) from None
+    for spec in specs:
+        if spec.weights.train_only:
+            where = "train it"  # no weights anywhere but the user's own `cvtool train` checkpoints
+        elif spec.weights.hf_repo:
             from cvtool.models.weights import hf_where
 
             where = hf_where(spec) or ("download" if not offline() else "missing (offline)")
         elif cached_file(spec).is_file():
-            where = "cache"
+            where = "cache" if not imported_unverified(spec) else "cache (imported, unverified)"
         elif _package_file(spec) is not None:
             where = "package"
         else:
@@ -76,10 +82,10 @@ def _imported_rows(task: str) -> list[dict]:
 
 
 def _emit(rows: list[dict], fmt: str) -> None:
-    """JSON Lines, or CSV with ``-f csv``, on stdout."""
+    """JSON Lines, or CSV with ``-f csv``, or one JSON array with ``-f json``, on stdout."""
     from cvtool.io.sinks import RecordWriter
 
-    writer = RecordWriter(sys.stdout, "csv" if fmt == "csv" else "jsonl")
+    writer = RecordWriter(sys.stdout, fmt if fmt in ("csv", "json") else "jsonl")
     for r in rows:
         writer.write(r)
     writer.close()
@@ -90,8 +96,13 @@ def info_cmd(model: Annotated[str, typer.Argument(help="Registry name or cvtool 
     """Show a model's task, preprocessing, labels, weights source, licence and cache state."""
     from cvtool.models import registry
     from cvtool.models.loader import ModelError, load
-    from cvtool.models.weights import _package_file, cached_file
+    from cvtool.models.weights import _package_file, cached_file, imported_unverified
 
+    from cvtool.tasks.caption import LABELS_MODEL, labels_model_info
+
+    if model == LABELS_MODEL:
+        print(json.dumps(labels_model_info(), indent=2))
+        return
     if model.lower().endswith(".onnx") or (not registry.is_registered(model) and "/" not in model):
         try:
             m = load(model)
@@ -118,6 +129,8 @@ def info_cmd(model: Annotated[str, typer.Argument(help="Registry name or cvtool 
                             **({"hf_repo": w.hf_repo, "hf_revision": w.hf_revision} if w.hf_repo else {}),
                             "package": w.package, "sha256": w.sha256, "sha256_prefix": w.sha256_prefix,
                             "cached": str(cached_file(spec)) if cached_file(spec).is_file() else None,
+                            "imported_unverified": imported_unverified(spec),
+                            "train_only": w.train_only,
                             "in_package": str(pkg) if pkg else None},
                 "preprocess": json.loads(w.preprocess.to_json()), "labels": w.labels,
                 "metrics": w.metrics}
@@ -132,6 +145,10 @@ def pull_cmd(model: Annotated[str, typer.Argument(help="Registry name.")]) -> No
 
     try:
         spec = registry.get(model)
+        if spec.weights.train_only:
+            from cvtool.models.weights import how_to_get
+
+            raise WeightsError(f"nothing to pull for {spec.name!r}: {how_to_get(spec)}")
         if spec.weights.hf_repo:
             from cvtool.models.weights import pull_hf
 

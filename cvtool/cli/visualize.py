@@ -92,6 +92,8 @@ def visualize(
     from cvtool.runtime.device import DeviceError
 
     try:
+        c.check_output(opts.fmt, opts.output, opts.overwrite)  # before any work
+        saver = ArtifactSaver(save, opts.overwrite) if method != "layers" else None
         clf = load_classifier(model, weights, opts.device, opts.threads)
         target_id = clf.target_index(target) if target is not None else None
         if layer is not None and method not in ("filters",):
@@ -102,7 +104,6 @@ def visualize(
             from cvtool.explain.synthesis import default_layer
 
             layer = default_layer(clf, method)
-        saver = ArtifactSaver(save, opts.overwrite) if method != "layers" else None
     except (ModelError, DeviceError, TargetError, LayerError, SinkError) as e:
         raise c.fail(str(e)) from None
 
@@ -157,7 +158,7 @@ def _process(method, clf, saver, slug, frame, target_id, opts, cmap, alpha, quie
                           stride=opts["stride"], seed=opts["seed"])
             box = clf.preprocess.crop_box(frame.rgb.shape[1], frame.rgb.shape[0])
             picture = overlay_on_source(frame.rgb, a.heat, box, alpha=alpha, cmap=cmap)
-            record.update(_peak(a.heat, box))
+            record.update(_peak(a.raw if a.raw.shape == a.heat.shape else a.heat, box))
             record.update(a.info)
             array = a.raw
         elif method == "activations":
@@ -201,11 +202,14 @@ def _process(method, clf, saver, slug, frame, target_id, opts, cmap, alpha, quie
 
 
 def _peak(heat, box) -> dict:
-    """Where the map is hottest, in the input picture's pixel coordinates."""
+    """Where the map is hottest, in the input picture's pixel coordinates: the largest magnitude
+    of the unclipped map (the display map is clipped at a percentile, where hundreds of pixels
+    tie at 1.0 and an argmax would take the topmost)."""
     import numpy as np
 
     s = heat.shape[0]
-    y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    mag = np.abs(np.nan_to_num(np.asarray(heat, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0))
+    y, x = np.unravel_index(int(np.argmax(mag)), mag.shape)
     x0, y0, x1, y1 = box
     return {"peak": {"x": round(x0 + (x + 0.5) * (x1 - x0) / s, 1),
                      "y": round(y0 + (y + 0.5) * (y1 - y0) / s, 1)}}
@@ -323,10 +327,12 @@ def _run_once(method, clf, saver, slug, target_id, opts, content, style, dev, fm
 
 
 def _output(fmt, output, overwrite, quiet):
+    from cvtool.io.atomic import SinkError
+
     try:
         return c.Output(fmt, output, overwrite, quiet, 1, table_row=_row,
                         table_columns=["source", "method", "target", "saved"])
-    except Exception as e:
+    except SinkError as e:
         raise c.fail(str(e)) from None
 
 

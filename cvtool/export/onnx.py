@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -312,8 +311,9 @@ def export(model: LoadedModel, out: str | os.PathLike, opts: ExportOptions, over
                                         "width" if opts.dynamic_size else pre.crop, 3]))
     if opts.half:
         meta["input_layout"] += "; fp16 weights and output"
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=".onnx")
-    os.close(fd)
+    from cvtool.io.atomic import SinkError, commit, discard, new_temporary
+
+    tmp = new_temporary(out, ".onnx")
     extra: list[str] = [tmp + ".fp32"]  # int8's fp32 intermediate, wherever the run stops
     try:
         notify(f"exporting {model.name} ({precision}, opset {opts.opset})")
@@ -346,10 +346,13 @@ def export(model: LoadedModel, out: str | os.PathLike, opts: ExportOptions, over
                     f"parity check failed: ONNX Runtime differs from torch by up to {p.max_abs_diff:.2g} "
                     f"({p.metric}; tolerance {p.tolerance:g}) and agrees on {p.agreement:.0%} of "
                     f"{p.images} decisions; no file written (--tolerance to loosen, --no-check to skip)")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
+        try:
+            commit(tmp, out, overwrite, mode=0o644)
+        except SinkError as e:
+            raise ExportUsageError(str(e)) from None
     finally:
-        for f in [tmp, *extra]:
+        discard(tmp)
+        for f in extra:
             if os.path.exists(f):
                 os.unlink(f)
     return ExportReport(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -29,7 +30,7 @@ os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
 # Pillow's own guard warns above ~89.5 Mpx and refuses above twice that; we refuse above the
 # warning threshold by default (configurable with --max-pixels / CVTOOL_MAX_PIXELS).
-DEFAULT_MAX_PIXELS = 89_478_485
+from cvtool.settings import DEFAULT_MAX_PIXELS  # noqa: E402,F401  (89,478,485)
 
 IMAGE_EXTENSIONS = frozenset(
     ".jpg .jpeg .jpe .png .bmp .gif .tif .tiff .webp .ppm .pgm .pbm .pnm .jfif".split()
@@ -42,13 +43,14 @@ class DecodeError(Exception):
 
 
 def max_pixels_default() -> int:
-    env = os.environ.get("CVTOOL_MAX_PIXELS")
-    if env:
-        try:
-            return int(float(env))
-        except ValueError:
-            pass
-    return DEFAULT_MAX_PIXELS
+    """``CVTOOL_MAX_PIXELS`` or the default; an unusable value is a DecodeError (the CLI refuses
+    it up front, see cvtool.settings)."""
+    from cvtool.settings import SettingError, max_pixels_from_env
+
+    try:
+        return max_pixels_from_env()
+    except SettingError as e:
+        raise DecodeError(str(e)) from None
 
 
 @dataclass
@@ -228,31 +230,19 @@ def to_rgb_uint8(im) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(im.convert("RGB")))
 
 
-def probe_video(path: str) -> dict:
-    """Open a video and report frame count, fps and size; raises DecodeError if unreadable."""
-    import cv2
-
-    _check_path(path)
-    cap = cv2.VideoCapture(path)
-    try:
-        if not cap.isOpened():
-            raise DecodeError("cannot open video")
-        return {
-            "frames": int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0),
-            "fps": float(cap.get(cv2.CAP_PROP_FPS) or 0.0),
-            "width": int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0),
-            "height": int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0),
-        }
-    finally:
-        cap.release()
+def _warn(msg: str) -> None:
+    print(f"cvtool: warning: {msg}", file=sys.stderr)
 
 
-def iter_video_frames(path: str, stride: int = 1, max_pixels: int | None = None
+def iter_video_frames(path: str, stride: int = 1, max_pixels: int | None = None,
+                      warn: Callable[[str], None] | None = _warn,
                       ) -> Iterator[tuple[int, float | None, np.ndarray, float]]:
     """Yield ``(frame_index, timestamp_s, rgb, fps)`` for every ``stride``-th frame.
 
     Frames are read one at a time (skipped frames are only grabbed: no colour conversion or
-    copy), so memory stays bounded however long the video is.
+    copy), so memory stays bounded however long the video is. A video that ends well before the
+    frame count its header announces (cut short, damaged) is read as far as it goes and
+    ``warn`` says so.
     """
     import cv2
 
@@ -268,6 +258,7 @@ def iter_video_frames(path: str, stride: int = 1, max_pixels: int | None = None
         if limit and w * h > limit:
             raise DecodeError(f"video frames are {w}x{h}, over the pixel limit of {limit:,}")
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        announced = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         index = 0
         produced = 0
         while True:
@@ -284,5 +275,9 @@ def iter_video_frames(path: str, stride: int = 1, max_pixels: int | None = None
             index += 1
         if produced == 0:
             raise DecodeError("video has no decodable frames")
+        # some containers only estimate the count (duration × fps): allow 2% and a frame
+        if warn is not None and announced > 0 and index < announced * 0.98 - 1:
+            warn(f"{path}: the video ends after {index} of the {announced} frames its header announces "
+                 "(cut short or damaged); the frames that could be read were used")
     finally:
         cap.release()

@@ -42,6 +42,9 @@ class Weights:
     hf_repo: str | None = None
     hf_revision: str | None = None  # a commit, tag or branch (default: main)
     hf_files: tuple[str, ...] = ()  # glob patterns of the files needed (default: all)
+    # An architecture `cvtool train` builds from nothing: no weights exist anywhere but in the
+    # user's own checkpoints (``--model runs/NAME/best.pt``).
+    train_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,15 @@ def is_registered(name: str) -> bool:
     return name in _REGISTRY
 
 
-def list_models(task: str | None = None) -> list[ModelSpec]:
+def tasks() -> list[str]:
+    """The tasks registered models serve, in registration order."""
     _ensure_loaded()
+    return list(dict.fromkeys(s.task for s in _REGISTRY.values()))
+
+
+def list_models(task: str | None = None) -> list[ModelSpec]:
+    """Registered models, all or those of ``task`` (UnknownModel for a task no model serves)."""
+    _ensure_loaded()
+    if task is not None and task not in tasks():
+        raise UnknownModel(f"--task {task!r}: no such task; expected one of {', '.join(tasks())}")
     return [s for s in _REGISTRY.values() if task is None or s.task == task]

@@ -39,24 +39,6 @@ def overlay_on_source(rgb: np.ndarray, heat: np.ndarray, box: tuple[float, float
     return out
 
 
-def side_by_side(images: list[np.ndarray], height: int = 320, gap: int = 4) -> np.ndarray:
-    """Pictures scaled to one ``height`` and joined left to right on white."""
-    import cv2
-
-    scaled = []
-    for im in images:
-        h, w = im.shape[:2]
-        nw = max(1, round(w * height / h))
-        scaled.append(cv2.resize(im, (nw, height), interpolation=cv2.INTER_AREA if h > height else cv2.INTER_LINEAR))
-    width = sum(s.shape[1] for s in scaled) + gap * (len(scaled) - 1)
-    out = np.full((height, width, 3), 255, np.uint8)
-    x = 0
-    for s in scaled:
-        out[:, x:x + s.shape[1]] = s
-        x += s.shape[1] + gap
-    return out
-
-
 def grid(tiles: list[np.ndarray], cols: int | None = None, tile: int = 64, gap: int = 2,
          captions: list[str] | None = None) -> np.ndarray:
     """``tiles`` (each ``(h, w)`` float in [0, 1] or ``(h, w, 3)`` uint8) upscaled with nearest

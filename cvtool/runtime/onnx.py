@@ -14,7 +14,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -50,8 +49,9 @@ def export_onnx(module, path: str | os.PathLike, input_shape: tuple[int, int, in
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".export-", suffix=".onnx")
-    os.close(fd)
+    from cvtool.io.atomic import commit, discard, new_temporary
+
+    tmp = new_temporary(path, ".onnx")
     try:
         module = module.eval()
         dummy = torch.zeros((batch if not dynamic_batch else 1, *input_shape),
@@ -80,11 +80,9 @@ def export_onnx(module, path: str | os.PathLike, input_shape: tuple[int, int, in
         model = onnx.load(tmp)
         set_metadata(model, metadata)
         onnx.save(model, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        commit(tmp, path, overwrite=True, mode=0o644)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        discard(tmp)
     return path
 
 
@@ -221,6 +219,13 @@ class OnnxRunner:
                 raise DeviceError(f"--device cuda: {why}, so nothing would run on the GPU "
                                   "(--allow-cpu-fallback runs on the CPU instead)")
             self.note = f"--device cuda: {why}; running on the CPU as --allow-cpu-fallback allows"
+        if device.kind == "mps" and self.provider != "CoreMLExecutionProvider":
+            # as for cuda: asking for the Apple GPU and silently getting the CPU is not honest
+            why = ("Apple's GPU is not reachable here: ONNX Runtime's CoreML provider is not in this build "
+                   f"({', '.join(ort.get_available_providers())})")
+            if not allow_cpu_fallback:
+                raise DeviceError(f"--device mps: {why} (--allow-cpu-fallback runs on the CPU instead)")
+            self.note = f"--device mps: {why}; running on the CPU as --allow-cpu-fallback allows"
         self.device_index = device.index
         self.on_gpu = self.provider in GPU_PROVIDERS
         self.device = f"cuda:{device.index}" if self.on_gpu else (

@@ -100,11 +100,13 @@ def _first_line(e: BaseException) -> str:
 
 
 def run(task: str, sources: list[str], loaded, postprocess, opts: RayOptions,
-        stdin: TextIO | None = None) -> RunResult:
+        stdin: TextIO | None = None, runner_factory=None) -> RunResult:
     """Run ``task`` over ``sources`` on Ray, writing records to ``opts.output_dir``.
 
     ``loaded`` and ``postprocess`` are what the local engine gets (``make_postprocess(loaded)``);
-    both are sent to the actors, so they must pickle. Raises :class:`ScaleError` for usage and
+    both are sent to the actors, so they must pickle. A task that builds its own runner (caption)
+    passes ``runner_factory(loaded) -> (runner, postprocess)`` instead of ``postprocess``: each
+    actor calls it (it must pickle too), and the driver exports nothing. Raises :class:`ScaleError` for usage and
     set-up problems, and when the Ray job itself stops (the records written so far stay;
     ``--resume`` continues)."""
     say = _say(opts.quiet)
@@ -140,7 +142,10 @@ def run(task: str, sources: list[str], loaded, postprocess, opts: RayOptions,
         say("nothing to do: every input already has a record")
         return RunResult(len(items), skipped, 0, 0, 0, 0, time.perf_counter() - t0)
 
-    backend, onnx_file = _prepare_model(loaded, opts.backend, say)
+    if runner_factory is None:
+        backend, onnx_file = _prepare_model(loaded, opts.backend, say)
+    else:
+        backend, onnx_file = opts.backend, None
     started = _connect(ray, opts.address)
     try:
         workers, nodes = _workers(ray, opts)
@@ -150,7 +155,8 @@ def run(task: str, sources: list[str], loaded, postprocess, opts: RayOptions,
                 data = fh.read()
             onnx = {"path": str(onnx_file), "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
                     "data": ray.put(data)}
-        ds = _pipeline(ray, todo, skip_frames, loaded, postprocess, onnx, backend, device, workers, out, opts)
+        ds = _pipeline(ray, todo, skip_frames, loaded, postprocess, onnx, backend, device, workers, out, opts,
+                       runner_factory)
         say(f"running {task} on Ray: {len(todo)} inputs, {workers} inference worker(s)"
             f"{f' with {opts.gpus_per_worker:g} GPU each' if opts.gpus_per_worker else ''} on {nodes} node(s)"
             f" → {out.location}")
@@ -281,7 +287,7 @@ def _remote_args(method) -> dict:
 
 
 def _pipeline(ray, todo: list[Item], skip_frames: dict, loaded, postprocess, onnx, backend: str, device: str,
-              workers: int, out: OutputDir, opts: RayOptions):
+              workers: int, out: OutputDir, opts: RayOptions, runner_factory=None):
     import pyarrow as pa
     import ray.data
 
@@ -320,7 +326,8 @@ def _pipeline(ray, todo: list[Item], skip_frames: dict, loaded, postprocess, onn
                 "task": loaded.task, "model": loaded, "postprocess": postprocess, "onnx": onnx,
                 "backend": backend, "device": device, "threads": opts.threads,
                 "allow_cpu_fallback": opts.allow_cpu_fallback, "output_dir": out,
-                "output_format": opts.output_format, "crash_marker": os.environ.get(CRASH_ENV) or None,
+                "output_format": opts.output_format, "runner_factory": runner_factory,
+                "crash_marker": os.environ.get(CRASH_ENV) or None,
                 "crash_on": os.environ.get(POISON_ENV) or None},
             **({"max_task_retries": retry["retries"]} if retry else {}))
     return ds

@@ -17,7 +17,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from typing import Iterable, Iterator
 
 from cvtool.scale.inputs import is_uri
@@ -100,15 +99,9 @@ class OutputDir:
             with self.fs.open_output_stream(self._path(name)) as fh:
                 fh.write(data)
             return
-        fd, tmp = tempfile.mkstemp(dir=self.location, prefix=f".{name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, self._path(name))
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        from cvtool.io.atomic import write_bytes_atomic
+
+        write_bytes_atomic(self._path(name), data, overwrite=True)
 
     def read(self, name: str) -> bytes:
         if not self.remote:

@@ -29,6 +29,20 @@ from cvtool.scale.inputs import is_uri
 _FILESYSTEMS: dict[str, tuple] = {}
 
 
+def _dtype_text(dtype: np.dtype) -> str:
+    """A dtype as text that :func:`_dtype_from_text` reads back, structured ones included (the
+    caption labels fallback sends both models' inputs as one record)."""
+    return repr(dtype.descr) if dtype.fields else dtype.str
+
+
+def _dtype_from_text(text: str) -> np.dtype:
+    if text.startswith("["):
+        import ast
+
+        return np.dtype(ast.literal_eval(text))
+    return np.dtype(text)
+
+
 def _row(source: str, error: str = "", frame: int | None = None, timestamp: float | None = None,
          tensor: np.ndarray | None = None, size: tuple[int, int] = (0, 0), decode_ms: float = 0.0,
          preprocess_ms: float = 0.0) -> dict:
@@ -36,7 +50,7 @@ def _row(source: str, error: str = "", frame: int | None = None, timestamp: floa
             "timestamp": math.nan if timestamp is None else float(timestamp), "error": error,
             "tensor": b"" if tensor is None else np.ascontiguousarray(tensor).tobytes(),
             "shape": "" if tensor is None else ",".join(map(str, tensor.shape)),
-            "dtype": "" if tensor is None else tensor.dtype.str,
+            "dtype": "" if tensor is None else _dtype_text(tensor.dtype),
             "width": int(size[0]), "height": int(size[1]),
             "decode_ms": float(decode_ms), "preprocess_ms": float(preprocess_ms)}
 
@@ -156,11 +170,10 @@ def local_onnx(model, onnx: dict):
         data = ray.get(data) if isinstance(data, ray.ObjectRef) else data
         path = cache_home() / "onnx" / f"ray-{onnx['sha256'][:16]}-{path.name}"
         if not path.is_file():
+            from cvtool.io.atomic import write_bytes_atomic
+
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".ray-", suffix=".onnx")
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
+            write_bytes_atomic(path, data, overwrite=True)
     return dataclasses.replace(model, kind="onnx", onnx_file=path)
 
 
@@ -170,14 +183,17 @@ class Infer:
 
     def __init__(self, *, task: str, model, postprocess, onnx: dict | None, backend: str, device: str,
                  threads: int | None, allow_cpu_fallback: bool, output_dir, output_format: str,
-                 crash_marker: str | None = None, crash_on: str | None = None):
+                 runner_factory=None, crash_marker: str | None = None, crash_on: str | None = None):
         from cvtool.tasks.base import make_runner
 
         if onnx is not None:
             model = local_onnx(model, onnx)
         self.task, self.model, self.postprocess = task, model, postprocess
-        self.runner = make_runner(model, backend, device, threads, notify=lambda _m: None,
-                                  allow_cpu_fallback=allow_cpu_fallback)
+        if runner_factory is not None:  # a task with its own runner (caption): built here, per actor
+            self.runner, self.postprocess = runner_factory(model)
+        else:
+            self.runner = make_runner(model, backend, device, threads, notify=lambda _m: None,
+                                      allow_cpu_fallback=allow_cpu_fallback)
         self.out, self.fmt = output_dir, output_format
         self.crash_marker, self.crash_on = crash_marker, crash_on
 
@@ -198,8 +214,8 @@ class Infer:
                         None if math.isnan(r["timestamp"]) else r["timestamp"]) for r in ready]
         if ready:
             try:
-                tensors = np.stack([np.frombuffer(r["tensor"], np.dtype(r["dtype"])).reshape(
-                    tuple(int(x) for x in r["shape"].split(","))) for r in ready])
+                tensors = np.stack([np.frombuffer(r["tensor"], _dtype_from_text(r["dtype"])).reshape(
+                    tuple(int(x) for x in r["shape"].split(",") if x)) for r in ready])
                 t0 = time.perf_counter()
                 out = self.runner(tensors, getattr(self.postprocess, "extra_inputs", None))
                 infer_ms = (time.perf_counter() - t0) * 1e3 / len(ready)

@@ -7,6 +7,7 @@ one :class:`Record` per picture (or per failed input), in input order.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -118,7 +119,15 @@ def make_runner(model: LoadedModel, backend: str = "auto", device: str = "auto",
         except Exception as e:  # an exporter limitation, not a user mistake
             if backend == "onnx":
                 raise ModelError(f"{model.name}: ONNX export failed ({str(e).splitlines()[0][:200]})") from None
-            notify(f"{model.name}: ONNX export failed ({type(e).__name__}); running on torch instead")
+            # said even under -q: a fallback is never silent, and the failure may be a cvtool bug
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            print(f"cvtool: warning: {model.name}: ONNX export failed ({type(e).__name__}"
+                  f"{': ' + first if first else ''}); running on torch instead (CVTOOL_DEBUG=1 shows the "
+                  "traceback)", file=sys.stderr)
+            if os.environ.get("CVTOOL_DEBUG", "").lower() in ("1", "true", "yes"):
+                import traceback
+
+                traceback.print_exception(e, file=sys.stderr)
         else:
             runner = OnnxRunner(path, dev, threads, cache_home(), allow_cpu_fallback)
             if runner.note:

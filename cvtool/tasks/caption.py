@@ -232,6 +232,17 @@ class LabelsModel:
         self.preprocess = PairPreprocess(self.classifier.preprocess, self.detector.preprocess)
 
 
+def labels_model_info() -> dict:
+    """What `cvtool models info labels` shows: not a registry model but two bundled ones."""
+    return {"name": LABELS_MODEL, "task": TASK,
+            "description": ("offline caption fallback: a sentence built from the labels of the bundled "
+                            f"classifier ({LABELS_CLASSIFIER}, top label at p >= {MIN_CLASS_SCORE}) and "
+                            f"detector ({LABELS_DETECTOR}, detections above {MIN_DETECTION_SCORE}); every "
+                            'record says kind "labels"'),
+            "uses": [LABELS_CLASSIFIER, LABELS_DETECTOR],
+            "weights": {"source": "the weights of the two models it uses (`cvtool models info NAME`)"}}
+
+
 def load_labels_model() -> LabelsModel:
     """The bundled classifier and detector (their weights ship in pip packages)."""
     from cvtool.models.loader import load
@@ -365,3 +376,30 @@ def labels_sentence(subject: str | None, detections: list[dict]) -> tuple[str, l
         return (f"{head}, with {things}" if things else head), objects
     return (f"a photo of {things}" if things else "a photo"), objects
 
+
+
+# ---- building the runner where it runs ----------------------------------------------------
+
+@dataclass(frozen=True)
+class CaptionFactory:
+    """The recipe for caption's runner and postprocessing, ``factory(model) -> (runner,
+    postprocess)``: the local engine calls it once; the Ray engine ships it (it pickles: only
+    settings) and every inference actor calls it, so each builds its own models where it runs.
+    A neural captioner's postprocessing decodes with the runner's tokenizer, hence the pair."""
+
+    backend: str = "auto"
+    device: str = "auto"
+    threads: int | None = None
+    allow_cpu_fallback: bool = False
+    max_tokens: int = 30
+    beams: int = 1
+    prompt: str | None = None
+    quiet: bool = False
+
+    def __call__(self, model) -> tuple[object, object]:
+        notify = (lambda _m: None) if self.quiet else None
+        if isinstance(model, LabelsModel):
+            runner = LabelsRunner(model, self.backend, self.device, self.threads, notify, self.allow_cpu_fallback)
+            return runner, LabelsCaptioner(model)
+        runner = GenerationRunner(model, self.backend, self.device, self.threads, notify, self.allow_cpu_fallback)
+        return runner, Captioner(runner.net, self.max_tokens, self.beams, self.prompt)

@@ -19,11 +19,9 @@ reads them (cvtool never unpickles code)::
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -44,6 +42,23 @@ def auto_name(base: str, runs_dir: Path) -> str:
     while (runs_dir / f"{base}-{n}").exists():
         n += 1
     return f"{base}-{n}"
+
+
+def check_runs_dir_writable(runs_dir: str | Path) -> None:
+    """Raise TrainError now, before data loads, when run directories cannot be made under
+    ``runs_dir`` (``--runs-dir``): it (or the nearest folder above it that exists) is a file, or
+    not writable (a read-only disk, /sys, a folder of someone else's)."""
+    from cvtool.io.atomic import SinkError, check_folder_writable
+
+    p = Path(runs_dir)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        raise TrainError(f"--runs-dir {runs_dir}: {p} is not a folder")
+    try:
+        check_folder_writable(p, f"--runs-dir {runs_dir}")
+    except SinkError as e:
+        raise TrainError(str(e)) from None
 
 
 def check_run_dir(path: Path, overwrite: bool) -> None:
@@ -70,15 +85,10 @@ def prepare_run_dir(path: Path, overwrite: bool) -> None:
 def atomic_write_bytes(path: Path, write) -> None:
     """Write through a temporary file in the same folder, then rename: a reader (or a crash)
     never sees half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    from cvtool.io.atomic import AtomicFile
+
+    with AtomicFile(path, "wb", overwrite=True, probe=False) as fh:
+        write(fh)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

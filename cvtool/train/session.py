@@ -140,6 +140,7 @@ def train(cfg: TrainConfig, events: Events, *, overwrite: bool = False, argv: li
     try:
         if dist.enabled and cfg.model == "knn":
             raise TrainError("knn has no gradient training to distribute: run it without torchrun")
+        ck.check_runs_dir_writable(cfg.runs_dir)  # before any work
         p = prepare(cfg, events, dist)
         name = run_name(cfg)
         name = dist.broadcast(name)
@@ -378,6 +379,7 @@ def sweep(cfg: TrainConfig, spec: str, trials: int, sweep_epochs: int, events: E
         dist.close()
         raise TrainError("--sweep runs in one process (start it without torchrun)")
     cfg.check()
+    ck.check_runs_dir_writable(cfg.runs_dir)  # before any work
     if cfg.val_split == 0:
         raise TrainError("--sweep judges trials on a validation set: --val-split must be above 0")
     name = run_name(cfg, "-sweep")

@@ -31,5 +31,6 @@ for _name, _desc in _DESCRIPTIONS.items():
             labels="imagenet",
             license="yours (weights come from your own `cvtool train` run)",
             source="none shipped: `cvtool train DATA --model " + _name + "` writes a checkpoint to use with --model",
+            train_only=True,
         ),
     ))

@@ -38,7 +38,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
@@ -519,14 +518,8 @@ def convert_to_file(pb_path: str | os.PathLike, dest: str | os.PathLike,
         pbtxt = packaged_graph()[1]
     state = convert(pb_path, pbtxt)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in state.items()}, tmp,
-                  metadata={"source": f"{Path(pb_path).name} via cv2.dnn"})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return dest
+    from cvtool.io.atomic import write_with
+
+    return write_with(dest, lambda tmp: save_file({k: v.contiguous() for k, v in state.items()}, tmp,
+                                                  metadata={"source": f"{Path(pb_path).name} via cv2.dnn"}),
+                      overwrite=True, mode=0o644)
