@@ -15,12 +15,17 @@ pytest.importorskip("transformers")
 MODEL = "depth_anything_v2_small"
 
 
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    """A 4-layer, 32-wide Depth Anything saved with save_pretrained (about 0.6 MB). Its weights
-    are scaled so that the random output varies (0.7–1.1) instead of sitting at ReLU's zero."""
+DA_PROCESSOR = dict(size={"height": 518, "width": 518}, keep_aspect_ratio=True, ensure_multiple_of=14,
+                    resample=3, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+
+
+def make_tiny_depth_anything(folder, processor: dict | None = DA_PROCESSOR):
+    """A 4-layer, 32-wide Depth Anything saved with save_pretrained (about 0.6 MB), with the
+    ``preprocessor_config.json`` that transformers' own ``DPTImageProcessor(**processor)``
+    writes (the real repos' values by default; None: no file). Its weights are scaled so that
+    the random output varies (0.7–1.1) instead of sitting at ReLU's zero."""
     import torch
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
 
     bc = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
                       patch_size=14, image_size=56, out_features=["stage1", "stage2", "stage3", "stage4"],
@@ -35,9 +40,15 @@ def tiny(tmp_path_factory):
                 p.mul_(3.0)
         net.head.conv3.weight.mul_(300.0)
         net.head.conv3.bias.fill_(1.0)
-    folder = tmp_path_factory.mktemp("tiny-depth-anything")
     net.save_pretrained(folder)
+    if processor is not None:
+        DPTImageProcessor(**processor).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    return make_tiny_depth_anything(tmp_path_factory.mktemp("tiny-depth-anything"))
 
 
 @pytest.fixture(scope="session")

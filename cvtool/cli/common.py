@@ -29,6 +29,7 @@ Sources = Annotated[list[str], typer.Argument(
     help="Image files, folders (searched recursively for image files), globs, video files, or - to read paths from stdin.",
     show_default=False)]
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Registry name, cvtool .onnx file, or `cvtool train` checkpoint.")]
+RevisionOpt = Annotated[Optional[str], typer.Option("--revision", help="Hugging Face models: the Hub commit, tag or branch to use from Hugging Face's cache (or to download); records name the commit that ran.", show_default=False)]
 WeightsOpt = Annotated[Optional[str], typer.Option("--weights", help="Weights file for a registry model (overrides cache and packages).")]
 BatchOpt = Annotated[int, typer.Option("--batch", "-b", min=1, max=4096, help="Images per inference batch.")]
 DeviceOpt = Annotated[str, typer.Option("--device", "-d", help="auto, cpu, cuda, cuda:N or mps.")]
