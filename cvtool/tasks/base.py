@@ -157,7 +157,7 @@ def _prepare_video_frame(frame: Frame, preprocess, keep: bool) -> Prepared:
     return Prepared(frame, tensor, 0.0, dt)
 
 
-def _infer_by_shape(runner: Runner, postprocess, ready: list[Prepared]) -> tuple[list[dict], list[int]]:
+def infer_by_shape(runner: Runner, postprocess, ready: list[Prepared]) -> tuple[list[dict], list[int]]:
     """Run the window's pictures in one batch per network input shape (models fed at each
     picture's own size, e.g. Depth Anything keeping the aspect ratio, give several shapes in
     one window) → per picture, in window order: its result fields and its batch's size."""
@@ -208,7 +208,7 @@ def run(task_name: str, model: LoadedModel, runner: Runner, sources: Iterable[So
         infer_ms = 0.0
         if ready:
             t0 = time.perf_counter()
-            results, sizes = _infer_by_shape(runner, postprocess, ready)
+            results, sizes = infer_by_shape(runner, postprocess, ready)
             infer_ms = (time.perf_counter() - t0) * 1e3 / len(ready)
         it, batch_sizes = iter(results), iter(sizes)
         for item in window:
