@@ -85,19 +85,22 @@ class HFPreprocess:
 
     # ---- what the pipeline and the model wrapper need ----------------------------------
 
+    def _k(self) -> float:
+        """``255 · rescale_factor``: 1 for the usual 1/255 (exactly, not 0.9999…)."""
+        r = self.rescale_factor if self.do_rescale else 1.0
+        return 1.0 if abs(r * 255.0 - 1.0) < 1e-12 else 255.0 * r
+
     @property
     def mean(self) -> tuple[float, float, float]:
         """Effective mean for :class:`~cvtool.models.wrap.Normalized`, which computes
         ``(x/255 - mean) / std``: the config's ``(x·rescale_factor - mean) / std`` rewritten."""
-        k = 255.0 * (self.rescale_factor if self.do_rescale else 1.0)
         m = self.image_mean if self.do_normalize else (0.0, 0.0, 0.0)
-        return tuple(float(v) / k for v in m)
+        return tuple(float(v) / self._k() for v in m)
 
     @property
     def std(self) -> tuple[float, float, float]:
-        k = 255.0 * (self.rescale_factor if self.do_rescale else 1.0)
         s = self.image_std if self.do_normalize else (1.0, 1.0, 1.0)
-        return tuple(float(v) / k for v in s)
+        return tuple(float(v) / self._k() for v in s)
 
     @property
     def interpolation(self) -> str:
