@@ -313,3 +313,62 @@ def test_revision_from_the_hub_cache_import_and_pin(da, photos, tmp_path):
     env2 = dict(env, HF_HUB_CACHE=str(tmp_path / "empty-hub"))
     proc = run_cvtool("depth", pic, "--backend", "torch", "-q", env=env2)
     assert proc.returncode == 0 and jsonl(proc.stdout)[0]["weights"]["revision"] == sha
+
+
+# ---- DPT: a processor that keeps the aspect, on an architecture traced at one size ------------
+
+def make_tiny_dpt(folder, processor: dict):
+    """A 4-layer, 32-wide DPT (ViT, patch 16) with a DPTImageProcessor(**processor) config."""
+    import torch
+    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+
+    cfg = DPTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=37, image_size=64,
+                    patch_size=16, neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16,
+                    backbone_out_indices=[0, 1, 2, 3], reassemble_factors=[4, 2, 1, 0.5], head_in_index=-1)
+    torch.manual_seed(0)
+    DPTForDepthEstimation(cfg).eval().save_pretrained(folder)
+    DPTImageProcessor(**processor).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("backend,tol", [("torch", 1e-4), ("onnx", 1e-3)])
+def test_dpt_stretch_equals_the_pipeline(cli, photos, tmp_path, backend, tol):
+    """DPT (the ViT variant: transformers' own DPT takes square inputs only) with a stretching
+    DPTImageProcessor config of another size than the fallback (128x128, bilinear, other
+    mean/std): cvtool's map equals the reference pipeline's on both backends."""
+    from PIL import Image
+    from transformers import pipeline
+
+    folder = make_tiny_dpt(tmp_path / "dpt", dict(size={"height": 128, "width": 128}, resample=2,
+                                                  image_mean=[0.4, 0.5, 0.6], image_std=[0.3, 0.2, 0.25]))
+    pick = ["landscape", "portrait", "tiny", "large"]
+    res = cli("depth", *[photos[n][0] for n in pick], "--model", "dpt_large", "--weights", folder,
+              "--backend", backend, "--save", tmp_path / "out", "--npy", "-q")
+    assert res.exit_code == 0, res.stderr
+    recs = jsonl(res.stdout)
+    assert all(r["depth"]["network_size"] == {"width": 128, "height": 128} for r in recs)
+    pipe = pipeline("depth-estimation", model=str(folder), device="cpu")
+    for name, rec in zip(pick, recs):
+        ref = pipe(Image.fromarray(photos[name][1]))["predicted_depth"].numpy()
+        got = np.load(rec["npy"])
+        assert got.shape == ref.shape and np.abs(got - ref).max() / float(ref.max() - ref.min()) <= tol, name
+
+
+def test_dpt_with_a_size_per_picture_is_refused_on_onnx(cli, photos, tmp_path):
+    """DPT's ONNX trace freezes its input size: a config that gives each picture its own size
+    is refused on --backend onnx and by export, with the reason, before any work."""
+    folder = make_tiny_dpt(tmp_path / "dpt", dict(size={"height": 384, "width": 384}, keep_aspect_ratio=True,
+                                                  ensure_multiple_of=32))
+    res = cli("depth", photos["tiny"][0], "--model", "dpt_large", "--weights", folder, "--backend", "onnx")
+    assert res.exit_code == 2 and "only takes the size it was exported at" in res.stderr
+    res = cli("export", "dpt_large", "--weights", folder, "-o", tmp_path / "dpt.onnx")
+    assert res.exit_code != 0 and "one size" in res.stderr and not (tmp_path / "dpt.onnx").exists()
+
+
+def test_the_same_photo_gives_the_same_depth_with_and_without_save(cli, da, photos, tmp_path):
+    """The network input never depends on output options: no reduced-size decode for HF models."""
+    args = (photos["large"][0], photos["landscape"][0], "--weights", da, "-q")
+    plain = jsonl(cli("depth", *args).stdout)
+    saved = jsonl(cli("depth", *args, "--save", tmp_path / "s", "--npy").stdout)
+    for a, b in zip(plain, saved):
+        assert a["depth"] == b["depth"] and a["weights"] == b["weights"]

@@ -299,6 +299,9 @@ def export(model: LoadedModel, out: str | os.PathLike, opts: ExportOptions, over
     # Models fed at each picture's own size (Depth Anything keeps the aspect ratio) need free
     # height and width in the graph.
     variable = not getattr(pre, "fixed_size", True)
+    if variable and sizes != "dynamic":
+        raise ExportError(f"{model.onnx_size_problem() or model.name + ' cannot export at a variable size'}; "
+                          "exporting it needs a preprocessor_config.json that gives every picture one size")
     if variable and opts.int8:
         raise ExportUsageError(f"--int8 is not supported for {model.name}: it takes each picture at its own size")
     if opts.dynamic_size and sizes != "dynamic":

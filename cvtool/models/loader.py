@@ -121,6 +121,15 @@ class LoadedModel:
             **self._size_axes(),
         )
 
+    def onnx_size_problem(self) -> str | None:
+        """Why this model cannot run on ONNX Runtime as configured, or None: its preprocessing
+        gives each picture its own size, but its architecture's exported graph is traced at
+        one size (``ModelSpec.input_sizes`` other than "dynamic", e.g. DPT)."""
+        if getattr(self.preprocess, "fixed_size", True) or self.spec is None or self.spec.input_sizes == "dynamic":
+            return None
+        return (f"{self.name}: its preprocessor_config.json gives each picture its own input size, and this "
+                "architecture's ONNX graph only takes the size it was exported at")
+
     def _size_axes(self) -> dict:
         """Models fed at each picture's own size (e.g. Depth Anything keeping the aspect ratio)
         export with free height and width, so one ONNX file takes every shape."""
