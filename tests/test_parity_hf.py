@@ -238,10 +238,15 @@ def captioners(tmp_path_factory):
     return {"blip_base": make_tiny_blip(root / "blip"), "vit_gpt2": make_tiny_vit_gpt2(root / "vitgpt2")}
 
 
-@pytest.mark.parametrize("name", ["blip_base", "vit_gpt2"])
-def test_caption_input_and_tokens_equal_the_reference(captioners, photos, name):
+OTHER_CAPTION_PROCESSOR = dict(resample=2, image_mean=[0.3, 0.4, 0.5], image_std=[0.2, 0.3, 0.4],
+                               rescale_factor=1 / 127.5)
+
+
+@pytest.mark.parametrize("name,other", [("blip_base", False), ("vit_gpt2", False), ("blip_base", True)])
+def test_caption_input_and_tokens_equal_the_reference(captioners, photos, name, other, tmp_path):
     """BlipImageProcessor / ViTImageProcessor pixel_values = cvtool's encoder input, and
-    ``model.generate(pixel_values=...)`` gives exactly cvtool's tokens (torch and ONNX encoder)."""
+    ``model.generate(pixel_values=...)`` gives exactly cvtool's tokens (torch and ONNX encoder);
+    also with non-default processor settings (bilinear, other mean/std and rescale factor)."""
     import torch
     from PIL import Image
     from transformers import AutoImageProcessor
@@ -249,7 +254,7 @@ def test_caption_input_and_tokens_equal_the_reference(captioners, photos, name):
     from cvtool.models.loader import load
     from cvtool.tasks.caption import GenerationRunner
 
-    folder = captioners[name]
+    folder = make_tiny_blip(tmp_path / "other", OTHER_CAPTION_PROCESSOR) if other else captioners[name]
     loaded = load(name, str(folder), task="caption")
     assert loaded.preprocess.source == "preprocessor_config.json"
     proc = AutoImageProcessor.from_pretrained(str(folder))
