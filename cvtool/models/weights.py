@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -355,7 +356,7 @@ def _check_hf_folder(folder: Path, what: str) -> None:
 
 NO_REVISION = "local folder (no revision)"
 REVISION_FILE = ".cvtool-revision"  # written by `models import` next to the copied files
-_SHA1 = __import__("re").compile(r"[0-9a-f]{40}")
+_SHA1 = re.compile(r"[0-9a-f]{40}")
 
 
 def hf_revision_of(folder: str | os.PathLike) -> str:

@@ -106,13 +106,12 @@ def make_runner(model: LoadedModel, backend: str = "auto", device: str = "auto",
         raise ModelError(f"--backend {backend!r}: expected auto, onnx or torch")
     if backend == "onnx" and model.spec is not None and not model.spec.exportable:
         raise ModelError(f"{model.name} runs on torch only (it does not export to ONNX); use --backend torch or auto")
-    size_problem = getattr(model, "onnx_size_problem", lambda: None)()
-    if size_problem and backend == "onnx":
-        raise ModelError(f"{size_problem}; use --backend torch or auto")
-    if size_problem and backend == "auto":
-        notify(f"{size_problem}: running on torch")
+    size_problem = getattr(model, "onnx_size_problem", lambda: None)()  # e.g. DPT fed at varying sizes
     if size_problem:
-        pass
+        if backend == "onnx":
+            raise ModelError(f"{size_problem}; use --backend torch or auto")
+        if backend == "auto":
+            notify(f"{size_problem}: running on torch")
     elif backend in ("auto", "onnx") and (model.spec is None or model.spec.exportable or model.kind == "onnx"):
         from cvtool.runtime.onnx import OnnxRunner
 
