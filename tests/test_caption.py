@@ -24,11 +24,13 @@ NEURAL_KEYS = {"kind", "caption", "tokens", "truncated", "generation"}
 
 # ---- tiny models in the native format ----------------------------------------------------
 
-def make_tiny_blip(folder: Path) -> Path:
+def make_tiny_blip(folder: Path, processor: dict | None = None) -> Path:
     """A BLIP captioner with the real one's layout (384x384 input, BERT tokenizer with a [DEC]
-    start token), 32-wide and one layer deep, saved with save_pretrained."""
+    start token), 32-wide and one layer deep, saved with save_pretrained, with the
+    preprocessor_config.json that ``BlipImageProcessor(**processor)`` writes (its defaults are
+    the real repo's values: 384x384 bicubic, CLIP mean/std)."""
     import torch
-    from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration
+    from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor
 
     folder.mkdir(parents=True)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
@@ -45,6 +47,7 @@ def make_tiny_blip(folder: Path) -> Path:
     torch.manual_seed(0)
     BlipForConditionalGeneration(config).eval().save_pretrained(folder)
     tok.save_pretrained(folder)
+    BlipImageProcessor(**(processor or {})).save_pretrained(folder)
     return folder
 
 
@@ -61,12 +64,14 @@ def _byte_alphabet() -> list[str]:
     return out
 
 
-def make_tiny_vit_gpt2(folder: Path) -> Path:
+def make_tiny_vit_gpt2(folder: Path, processor: dict | None = None) -> Path:
     """A ViT + GPT-2 VisionEncoderDecoderModel (224x224 input) and a GPT-2 tokenizer whose
-    vocab.json/merges.txt spell the words above."""
+    vocab.json/merges.txt spell the words above, with the preprocessor_config.json that
+    ``ViTImageProcessor(**processor)`` writes (defaults = the real repo's: 224x224 bilinear,
+    mean = std = 0.5)."""
     import torch
     from transformers import (GPT2Config, GPT2Tokenizer, VisionEncoderDecoderConfig,
-                              VisionEncoderDecoderModel, ViTConfig)
+                              VisionEncoderDecoderModel, ViTConfig, ViTImageProcessor)
 
     folder.mkdir(parents=True)
     vocab = {ch: i for i, ch in enumerate(_byte_alphabet())}
@@ -91,6 +96,7 @@ def make_tiny_vit_gpt2(folder: Path) -> Path:
     torch.manual_seed(0)
     VisionEncoderDecoderModel(config).eval().save_pretrained(folder)  # 32 → 48: enc_to_dec_proj too
     tok.save_pretrained(folder)
+    ViTImageProcessor(**(processor or {})).save_pretrained(folder)
     return folder
 
 

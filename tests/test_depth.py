@@ -15,12 +15,17 @@ pytest.importorskip("transformers")
 MODEL = "depth_anything_v2_small"
 
 
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    """A 4-layer, 32-wide Depth Anything saved with save_pretrained (about 0.6 MB). Its weights
-    are scaled so that the random output varies (0.7–1.1) instead of sitting at ReLU's zero."""
+DA_PROCESSOR = dict(size={"height": 518, "width": 518}, keep_aspect_ratio=True, ensure_multiple_of=14,
+                    resample=3, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+
+
+def make_tiny_depth_anything(folder, processor: dict | None = DA_PROCESSOR):
+    """A 4-layer, 32-wide Depth Anything saved with save_pretrained (about 0.6 MB), with the
+    ``preprocessor_config.json`` that transformers' own ``DPTImageProcessor(**processor)``
+    writes (the real repos' values by default; None: no file). Its weights are scaled so that
+    the random output varies (0.7–1.1) instead of sitting at ReLU's zero."""
     import torch
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
 
     bc = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
                       patch_size=14, image_size=56, out_features=["stage1", "stage2", "stage3", "stage4"],
@@ -35,9 +40,15 @@ def tiny(tmp_path_factory):
                 p.mul_(3.0)
         net.head.conv3.weight.mul_(300.0)
         net.head.conv3.bias.fill_(1.0)
-    folder = tmp_path_factory.mktemp("tiny-depth-anything")
     net.save_pretrained(folder)
+    if processor is not None:
+        DPTImageProcessor(**processor).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    return make_tiny_depth_anything(tmp_path_factory.mktemp("tiny-depth-anything"))
 
 
 @pytest.fixture(scope="session")
@@ -69,7 +80,10 @@ def test_records_and_saved_files_match_the_pictures(saved_run, samples):
         w, h = r["image_size"]["width"], r["image_size"]["height"]
         dep = r["depth"]
         assert dep["kind"] == "relative_inverse" and dep["size"] == {"width": w, "height": h}
-        assert dep["network_size"] == {"width": 518, "height": 518}
+        # the processor's rule, by hand: scale as little as possible toward 518x518 keeping the
+        # aspect, sides rounded to multiples of 14 (e.g. 640x427: 518/640 is nearer 1 than
+        # 518/427, so 518 x 345.6 → 518x350); the square astronaut becomes 518x518
+        assert dep["network_size"] == ({"width": 518, "height": 518} if w == h else {"width": 518, "height": 350})
         arr = np.load(r["npy"])
         assert arr.dtype == np.float32 and arr.shape == (h, w)
         assert arr.min() == pytest.approx(dep["min"], rel=1e-6) and arr.max() == pytest.approx(dep["max"], rel=1e-6)
@@ -189,7 +203,9 @@ def test_bad_inputs_and_options(cli, tiny, samples, tmp_path):
     res = cli("depth", samples / "cat.jpg", "--model", "efficientnet_lite0")
     assert res.exit_code == 2 and "classify model, not a depth model" in res.stderr
     res = cli("depth", samples / "cat.jpg", "--weights", tiny, "--backend", "torch", "--imgsz", "266", "-q")
-    assert jsonl(res.stdout)[0]["depth"]["network_size"] == {"width": 266, "height": 266}
+    # --imgsz 266 replaces the processor's 518 target; the aspect is still kept (451x300:
+    # 266/300 is nearer 1 than 266/451 → 400 x 266 → 406x266 in multiples of 14)
+    assert jsonl(res.stdout)[0]["depth"]["network_size"] == {"width": 406, "height": 266}
 
 
 def test_existing_files_are_kept_and_a_refused_set_writes_nothing(cli, tiny, samples, tmp_path):
@@ -277,10 +293,13 @@ def test_export_with_depth_parity(cli, tiny, samples, tmp_path):
     res = cli("depth", samples / "cat.jpg", "--model", out, "-q")
     rec = jsonl(res.stdout)[0]
     assert res.exit_code == 0 and rec["backend"] == "onnxruntime" and rec["depth"]["size"]["width"] == 451
-    res = cli("depth", samples / "cat.jpg", "--model", out, "--imgsz", "266")
-    assert res.exit_code == 2 and "exported at 518x518" in res.stderr
+    assert rec["depth"]["network_size"] == {"width": 518, "height": 350}
+    # the graph takes any height and width, so --imgsz works on the file too
+    res = cli("depth", samples / "cat.jpg", "--model", out, "--imgsz", "266", "-q")
+    assert res.exit_code == 0 and jsonl(res.stdout)[0]["depth"]["network_size"] == {"width": 406, "height": 266}
     res = cli("export", "--validate", out)
-    assert res.exit_code == 0 and json.loads(res.stdout)["output_shape"][1:] == [518, 518]
+    shape = json.loads(res.stdout)["output_shape"]
+    assert res.exit_code == 0 and len(shape) == 3 and shape[1] % 14 == 0 and shape[2] % 14 == 0
 
 
 def test_compare_depth_counts_order_flips():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, Optional
 
 import typer
@@ -15,6 +16,7 @@ def caption(
     sources: o.Sources,
     model: Annotated[str, typer.Option("--model", "-m", help="blip_base, vit_gpt2 (Hugging Face weights: `cvtool models pull`/`import`, or --weights FOLDER), or labels: a sentence built from the bundled classifier's and detector's labels, offline, marked kind=labels.")] = "blip_base",
     weights: Annotated[Optional[str], typer.Option("--weights", help="The model's Hugging Face folder (save_pretrained: config.json, weights, tokenizer files).")] = None,
+    revision: o.RevisionOpt = None,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, max=512, help="Stop a caption after this many generated tokens.")] = 30,
     beams: Annotated[int, typer.Option("--beams", min=1, max=16, help="Beam search width (1: greedy). Never sampling, so runs repeat exactly.")] = 1,
     prompt: Annotated[Optional[str], typer.Option("--prompt", help="Text the caption must continue (conditional captioning; BLIP only). The caption includes it.")] = None,
@@ -50,8 +52,8 @@ def caption(
     runner = postprocess = None
     try:
         if model == cap.LABELS_MODEL:
-            if weights is not None:
-                raise ModelError("--weights does not apply to --model labels (it uses the bundled "
+            if weights is not None or revision is not None:
+                raise ModelError("--weights/--revision do not apply to --model labels (it uses the bundled "
                                  f"{cap.LABELS_CLASSIFIER} and {cap.LABELS_DETECTOR})")
             if prompt is not None:
                 raise ModelError("--prompt: --model labels builds its sentence from labels and cannot "
@@ -63,7 +65,10 @@ def caption(
                 if spec is not None and not cap.supports_prompt(spec):
                     raise ModelError(f"--prompt: {spec.name} cannot continue a prompt (conditional "
                                      "captioning needs a BLIP model, e.g. blip_base)")
-            loaded = load(model, weights, task=cap.TASK)
+            loaded = load(model, weights, task=cap.TASK, revision=revision)
+            note = getattr(loaded.preprocess, "note", None)
+            if note and not opts.quiet:
+                print(f"cvtool: {note}", file=sys.stderr)
         if not on_ray:  # on Ray, every worker builds its own from the factory
             runner, postprocess = factory(loaded)
     except (ModelError, DeviceError, ValueError) as e:

@@ -20,7 +20,8 @@ def depth(
     sources: o.Sources,
     model: o.ModelOpt = "depth_anything_v2_small",
     weights: Annotated[Optional[str], typer.Option("--weights", help="The model's Hugging Face folder (config.json + model.safetensors, as save_pretrained writes); overrides the cache.")] = None,
-    imgsz: o.Imgsz("Network input size (square; a multiple of 14 for Depth Anything, 32 for DPT). Default: the model's own (518 or 384).", min=14) = None,
+    revision: o.RevisionOpt = None,
+    imgsz: o.Imgsz("Target input size instead of the preprocessor_config.json's (a multiple of 14 for Depth Anything, 32 for DPT); the aspect is kept where the model's processor keeps it. Default: the model's own (518 or 384).", min=14) = None,
     save: o.Save("Folder for depth pictures: <stem>_depth.png (colour), <stem>_depth16.png (16-bit) per image; <stem>_depth.webm per video.") = None,
     cmap: Annotated[str, typer.Option("--cmap", help="Colour map for --save: turbo, inferno, magma, viridis, jet or gray (near = bright end).")] = "turbo",
     npy: Annotated[bool, typer.Option("--npy", help="With --save: also the float32 depth map at the picture's size, <stem>_depth.npy (per video frame: <stem>_f<frame>_depth.npy).")] = False,
@@ -58,9 +59,12 @@ def depth(
     if eval_gt is not None and not eval_gt.is_dir():
         raise c.fail(f"--eval {eval_gt}: no such folder (it must hold one ground-truth file per picture)")
     try:
-        loaded = load(model, weights, task=TASK)
+        loaded = load(model, weights, task=TASK, revision=revision)
+        note = getattr(loaded.preprocess, "note", None)
+        if note and not opts.quiet:
+            print(f"cvtool: {note}", file=sys.stderr)
         if imgsz is not None and imgsz != loaded.preprocess.crop:
-            if loaded.kind == "onnx":
+            if loaded.kind == "onnx" and getattr(loaded.preprocess, "fixed_size", True):
                 raise ModelError(f"--imgsz {imgsz}: {loaded.onnx_file} was exported at {loaded.preprocess.crop}x"
                                  f"{loaded.preprocess.crop}; export another size with `cvtool export --imgsz`")
             from cvtool.models.zoo.hf_depth import SIZE_MULTIPLE
@@ -69,7 +73,9 @@ def depth(
             if imgsz % step:
                 lower, upper = max(step, imgsz - imgsz % step), imgsz - imgsz % step + step
                 raise ModelError(f"--imgsz {imgsz}: {loaded.name} needs a multiple of {step} (e.g. {lower} or {upper})")
-            loaded = dataclasses.replace(loaded, preprocess=dataclasses.replace(loaded.preprocess, crop=imgsz))
+            pre = loaded.preprocess
+            pre = pre.with_size(imgsz) if hasattr(pre, "with_size") else dataclasses.replace(pre, crop=imgsz)
+            loaded = dataclasses.replace(loaded, preprocess=pre)
     except ModelError as e:
         raise c.fail(str(e)) from None
 

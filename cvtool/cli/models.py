@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -92,8 +92,13 @@ def _emit(rows: list[dict], fmt: str) -> None:
 
 
 @app.command("info")
-def info_cmd(model: Annotated[str, typer.Argument(help="Registry name or cvtool .onnx file.")]) -> None:
-    """Show a model's task, preprocessing, labels, weights source, licence and cache state."""
+def info_cmd(model: Annotated[str, typer.Argument(help="Registry name or cvtool .onnx file.")],
+             weights: Annotated[Optional[str], typer.Option("--weights", help="Hugging Face models: describe this model folder instead of the one cvtool would find.")] = None,
+             revision: o.RevisionOpt = None) -> None:
+    """Show a model's task, preprocessing, labels, weights source, licence and cache state.
+
+    For a Hugging Face model whose weights are here, ``resolved`` names the folder, the Hub
+    commit (revision) of its files and the preprocessing read from its preprocessor_config.json."""
     from cvtool.models import registry
     from cvtool.models.loader import ModelError, load
     from cvtool.models.weights import _package_file, cached_file, imported_unverified
@@ -134,11 +139,35 @@ def info_cmd(model: Annotated[str, typer.Argument(help="Registry name or cvtool 
                             "in_package": str(pkg) if pkg else None},
                 "preprocess": json.loads(w.preprocess.to_json()), "labels": w.labels,
                 "metrics": w.metrics}
+        if w.hf_repo:
+            info["resolved"] = _resolved_hf(spec, weights, revision)
+        elif weights is not None or revision is not None:
+            raise c.fail("--weights/--revision: `models info` resolves folders of Hugging Face models only")
     print(json.dumps(info, indent=2))
 
 
+def _resolved_hf(spec, weights: str | None, revision: str | None) -> dict | None:
+    """The folder cvtool would use now (offline look-up, nothing downloaded), its revision and
+    the preprocessing its preprocessor_config.json gives; None when there is none here."""
+    from cvtool.models.hf_preprocess import PreprocessConfigError, from_folder
+    from cvtool.models.weights import WeightsError, resolve
+
+    try:
+        rw = resolve(spec, weights, download=False, revision=revision)
+    except WeightsError as e:
+        if weights is not None:
+            raise c.fail(str(e)) from None
+        return None
+    try:
+        pre = from_folder(rw.path, spec.weights.preprocess).describe()
+    except PreprocessConfigError as e:
+        pre = {"error": str(e)}
+    return {"path": str(rw.path), "origin": rw.origin, "revision": rw.revision, "preprocess": pre}
+
+
 @app.command("pull")
-def pull_cmd(model: Annotated[str, typer.Argument(help="Registry name.")]) -> None:
+def pull_cmd(model: Annotated[str, typer.Argument(help="Registry name.")],
+             revision: o.RevisionOpt = None) -> None:
     """Download a model's official weights into the cache (needs internet)."""
     from cvtool.models import registry
     from cvtool.models.weights import WeightsError, cached_file, fetch, resolve
@@ -152,7 +181,7 @@ def pull_cmd(model: Annotated[str, typer.Argument(help="Registry name.")]) -> No
         if spec.weights.hf_repo:
             from cvtool.models.weights import pull_hf
 
-            print(str(pull_hf(spec)))
+            print(str(pull_hf(spec, revision)))
             return
         if cached_file(spec).is_file():
             print(f"{spec.name}: already cached at {cached_file(spec)}", file=sys.stderr)

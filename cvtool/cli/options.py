@@ -32,6 +32,7 @@ Sources = Annotated[list[str], typer.Argument(
     show_default=False)]
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Registry name, cvtool .onnx file, or `cvtool train` checkpoint.")]
 WeightsOpt = Annotated[Optional[str], typer.Option("--weights", help="Weights file for a registry model (overrides cache and packages).")]
+RevisionOpt = Annotated[Optional[str], typer.Option("--revision", help="Hugging Face models: the Hub commit, tag or branch to use from Hugging Face's cache (or to download); records name the commit that ran.", show_default=False)]
 
 _DECLARED: dict[str, tuple[Any, Any]] = {  # parameter name -> (annotation, default)
     "batch": (Annotated[int, typer.Option("--batch", "-b", min=1, max=4096, help="Images per inference batch.")], 8),

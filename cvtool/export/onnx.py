@@ -188,6 +188,8 @@ def _pictures(model: LoadedModel, folder: str | None, limit: int | None = None) 
             break
     if not out:
         raise ExportError(f"{folder}: no readable images to check with" if folder else "no bundled photos")
+    if len({x.shape for x in out}) > 1:  # a model fed at each picture's own size: one batch each
+        return [x[None] for x in out]
     return np.stack(out)
 
 
@@ -241,6 +243,12 @@ def check_parity(model: LoadedModel, onnx_file: str | os.PathLike, x: np.ndarray
     if task is None:
         raise ExportError(f"no parity check is defined for task {model.task!r}")
     tol = tolerance if tolerance is not None else task["tolerance"]["fp16" if half else "fp32"]
+    if isinstance(x, list):  # pictures of different network sizes: compare one at a time
+        parts = [check_parity(model, onnx_file, xi, device=device, torch_device=torch_device, half=half,
+                              tolerance=tol, batch=batch) for xi in x]
+        return Parity(sum(p.images for p in parts), max(p.max_abs_diff for p in parts),
+                      sum(p.agreement * p.images for p in parts) / sum(p.images for p in parts), tol,
+                      task["metric"], "torch")
     ref_raw = _torch_outputs(model, x, torch_device, half)
     runner = _session(onnx_file, device)
     extra = model.extra_inputs()
@@ -281,9 +289,20 @@ def export(model: LoadedModel, out: str | os.PathLike, opts: ExportOptions, over
             raise ExportError(f"{model.name} only takes {pre.crop}x{pre.crop} inputs (--imgsz {opts.imgsz} refused)")
         if opts.imgsz < 32:
             raise ExportError("--imgsz must be at least 32")
-        pre = Preprocess(resize=round(opts.imgsz * pre.resize / pre.crop) if pre.resize else 0, crop=opts.imgsz,
-                         mean=pre.mean, std=pre.std, interpolation=pre.interpolation, letterbox=pre.letterbox)
+        if hasattr(pre, "with_size"):  # a Hugging Face processor's settings: its target size
+            pre = pre.with_size(opts.imgsz)
+        else:
+            pre = Preprocess(resize=round(opts.imgsz * pre.resize / pre.crop) if pre.resize else 0, crop=opts.imgsz,
+                             mean=pre.mean, std=pre.std, interpolation=pre.interpolation, letterbox=pre.letterbox)
         model = dataclasses.replace(model, preprocess=pre)
+    # Models fed at each picture's own size (Depth Anything keeps the aspect ratio) need free
+    # height and width in the graph.
+    variable = not getattr(pre, "fixed_size", True)
+    if variable and sizes != "dynamic":
+        raise ExportError(f"{model.onnx_size_problem() or model.name + ' cannot export at a variable size'}; "
+                          "exporting it needs a preprocessor_config.json that gives every picture one size")
+    if variable and opts.int8:
+        raise ExportUsageError(f"--int8 is not supported for {model.name}: it takes each picture at its own size")
     if opts.dynamic_size and sizes != "dynamic":
         why = ("its exported graph depends on the input size (e.g. TF 'SAME' padding, adaptive "
                "pooling to a fixed grid)" if sizes == "static" else "it only takes its trained input size")
@@ -307,8 +326,8 @@ def export(model: LoadedModel, out: str | os.PathLike, opts: ExportOptions, over
                 source=(model.name if model.weights_origin in ("package", "cache", "download")
                         else f"{model.name} with weights {model.weights_path}"),
                 input_shape=json.dumps(["batch" if opts.batch is None else opts.batch,
-                                        "height" if opts.dynamic_size else pre.crop,
-                                        "width" if opts.dynamic_size else pre.crop, 3]))
+                                        "height" if opts.dynamic_size or variable else pre.crop,
+                                        "width" if opts.dynamic_size or variable else pre.crop, 3]))
     if opts.half:
         meta["input_layout"] += "; fp16 weights and output"
     from cvtool.io.atomic import SinkError, commit, discard, new_temporary
@@ -320,7 +339,8 @@ def export(model: LoadedModel, out: str | os.PathLike, opts: ExportOptions, over
         try:
             export_onnx(_torch_net(model, torch_dev, opts.half), tmp, (pre.crop, pre.crop, 3), meta,
                         opts.opset, dynamic_batch=opts.batch is None, batch=opts.batch or 1,
-                        dynamic_size=opts.dynamic_size, device=torch_dev, extra_inputs=model.extra_inputs())
+                        dynamic_size=opts.dynamic_size or variable, device=torch_dev, extra_inputs=model.extra_inputs(),
+                        output_axes={1: "out_height", 2: "out_width"} if variable and model.task == "depth" else None)
         except ModelError:
             raise
         except Exception as e:  # exporter limitation: say which
@@ -457,6 +477,8 @@ def validate(path: str | os.PathLike, device: str = "cpu") -> dict:
         raise ExportError(f"{path}: not a cvtool export but an ONNX file from another tool ({model.foreign.format}), which cvtool runs as "
                           f"it is; `cvtool models info {path}` shows what it recognised in it")
     x = _pictures(model, None)[:2]
+    if isinstance(x, list):  # a model fed at each picture's own size: one picture
+        x = x[0]
     try:
         runner = _session(path, parse_device(device))
         out = runner(x, model.extra_inputs())

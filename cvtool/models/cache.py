@@ -19,8 +19,9 @@ class WeightsError(Exception):
 @dataclass(frozen=True)
 class ResolvedWeights:
     path: Path
-    origin: str  # "argument" | "cache" | "package" | "download" | "import" (forced, unverified)
+    origin: str  # "argument" | "cache" | "package" | "download" | "hf-cache" | "import" (forced, unverified)
     sha256: str
+    revision: str | None = None  # Hugging Face folders: see hf_weights.hf_revision_of
 
 
 def cache_home() -> Path:

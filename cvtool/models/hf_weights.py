@@ -5,6 +5,7 @@ with Hugging Face's own code (online only)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -35,7 +36,28 @@ def _check_hf_folder(folder: Path, what: str) -> None:
         raise WeightsError(f"{what}: no model.safetensors in this folder")
 
 
-def _hf_snapshot(spec: ModelSpec, local_only: bool) -> Path | None:
+NO_REVISION = "local folder (no revision)"
+REVISION_FILE = ".cvtool-revision"  # written by `models import` next to the copied files
+_SHA1 = re.compile(r"[0-9a-f]{40}")
+
+
+def hf_revision_of(folder: str | os.PathLike) -> str:
+    """The Hub commit of a Hugging Face model folder, without inventing one: the snapshot's
+    name in Hugging Face's cache (``models--org--name/snapshots/<commit>``), the commit that
+    ``cvtool models import`` recorded, or :data:`NO_REVISION`."""
+    folder = Path(folder).expanduser()
+    absolute = Path(os.path.abspath(folder))
+    if absolute.parent.name == "snapshots" and absolute.parent.parent.name.startswith("models--") \
+            and _SHA1.fullmatch(absolute.name):
+        return absolute.name
+    try:
+        recorded = (folder / REVISION_FILE).read_text(encoding="utf-8").strip()
+    except OSError:
+        recorded = ""
+    return recorded if _SHA1.fullmatch(recorded) else NO_REVISION
+
+
+def _hf_snapshot(spec: ModelSpec, local_only: bool, revision: str | None = None) -> Path | None:
     """The model's folder in Hugging Face's cache (``local_only``) or freshly downloaded."""
     try:
         from huggingface_hub import snapshot_download
@@ -43,7 +65,7 @@ def _hf_snapshot(spec: ModelSpec, local_only: bool) -> Path | None:
         raise WeightsError(f"model {spec.name!r} needs huggingface_hub, which comes with "
                            "transformers (a cvtool dependency): pip install transformers") from None
     w = spec.weights
-    kwargs = dict(repo_id=w.hf_repo, revision=w.hf_revision,
+    kwargs = dict(repo_id=w.hf_repo, revision=revision or w.hf_revision,
                   allow_patterns=list(w.hf_files) or None)
     if local_only:
         try:
@@ -60,38 +82,45 @@ def _hf_snapshot(spec: ModelSpec, local_only: bool) -> Path | None:
                            f"To get the weights another way: {how_to_get(spec)}.") from None
 
 
-def _resolve_hf(spec: ModelSpec, weights_path, download: bool) -> ResolvedWeights:
+def _resolve_hf(spec: ModelSpec, weights_path, download: bool, revision: str | None = None) -> ResolvedWeights:
     """``--weights FOLDER`` > a folder imported into cvtool's cache > Hugging Face's cache >
-    a download with Hugging Face's own code (online only)."""
+    a download with Hugging Face's own code (online only). With ``revision`` the imported
+    folder counts only when it recorded that very commit; a ``--weights`` folder must be it."""
     if weights_path is not None:
         p = Path(weights_path).expanduser()
         if not p.exists():
             raise WeightsError(f"--weights {weights_path}: no such file or folder")
         _check_hf_folder(p, f"--weights {weights_path}")
-        return ResolvedWeights(p, "argument", dir_digest(p))
+        rev = hf_revision_of(p)
+        if revision is not None and rev != revision:
+            raise WeightsError(f"--revision {revision}: the --weights folder {weights_path} is "
+                               f"{'a ' + rev if rev == NO_REVISION else 'revision ' + rev}; leave out "
+                               "--revision, or drop --weights to resolve that revision from Hugging Face's cache")
+        return ResolvedWeights(p, "argument", dir_digest(p), rev)
     imported = hf_import_dir(spec)
-    if (imported / "config.json").is_file():
-        return ResolvedWeights(imported, "cache", dir_digest(imported))
-    snap = _hf_snapshot(spec, local_only=True)
+    if (imported / "config.json").is_file() and (revision is None or hf_revision_of(imported) == revision):
+        return ResolvedWeights(imported, "cache", dir_digest(imported), hf_revision_of(imported))
+    snap = _hf_snapshot(spec, local_only=True, revision=revision)
     if snap is not None:
-        return ResolvedWeights(snap, "hf-cache", dir_digest(snap))
+        return ResolvedWeights(snap, "hf-cache", dir_digest(snap), hf_revision_of(snap))
     if download and not offline() and os.environ.get("HF_HUB_OFFLINE", "") not in ("1", "true", "yes"):
-        snap = _hf_snapshot(spec, local_only=False)
-        return ResolvedWeights(snap, "download", dir_digest(snap))
+        snap = _hf_snapshot(spec, local_only=False, revision=revision)
+        return ResolvedWeights(snap, "download", dir_digest(snap), hf_revision_of(snap))
     if offline():
         why = "offline (CVTOOL_OFFLINE is set)"
     else:
         why = "offline (HF_HUB_OFFLINE is set)" if download else "not found"
-    raise WeightsError(f"no weights for model {spec.name!r}: {why} (looked in {imported} and in "
+    at = f" at revision {revision}" if revision else ""
+    raise WeightsError(f"no weights for model {spec.name!r}{at}: {why} (looked in {imported} and in "
                        f"Hugging Face's cache for {spec.weights.hf_repo}). To get them: {how_to_get(spec)}.")
 
 
-def pull_hf(spec: ModelSpec) -> Path:
+def pull_hf(spec: ModelSpec, revision: str | None = None) -> Path:
     """`cvtool models pull` for a Hugging Face model: into Hugging Face's cache."""
     if offline():
         raise WeightsError(f"cannot download {spec.name!r}: CVTOOL_OFFLINE is set")
-    snap = _hf_snapshot(spec, local_only=True)
-    return snap if snap is not None else _hf_snapshot(spec, local_only=False)
+    snap = _hf_snapshot(spec, local_only=True, revision=revision)
+    return snap if snap is not None else _hf_snapshot(spec, local_only=False, revision=revision)
 
 
 def import_hf(spec: ModelSpec, folder: str | os.PathLike) -> Path:
@@ -115,6 +144,9 @@ def import_hf(spec: ModelSpec, folder: str | os.PathLike) -> Path:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(f, target)  # follows the Hub cache's symlinks
                 os.chmod(target, 0o644)
+        rev = hf_revision_of(src)
+        if rev != NO_REVISION:  # the Hub commit travels with the copy
+            (tmp / REVISION_FILE).write_text(rev + "\n", encoding="utf-8")
         os.chmod(tmp, 0o755)
         if dest.exists():
             shutil.rmtree(dest)

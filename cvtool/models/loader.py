@@ -15,6 +15,7 @@ from pathlib import Path
 
 from cvtool.models import registry
 from cvtool.models.labels import load_labels
+from cvtool.models.hf_preprocess import preprocess_from_dict
 from cvtool.models.preprocess import Preprocess
 from cvtool.models.weights import (
     WeightsError, cache_home, load_into, load_state_dict, resolve, sha256_file,
@@ -47,6 +48,9 @@ class LoadedModel:
     # ONNX files from other exporters (Ultralytics, or described by a sidecar file): what cvtool
     # recognised in them (cvtool.models.foreign.Description); their preprocessing is in it too.
     foreign: object = None
+    # Hugging Face weights: the Hub commit of the files that ran, or why there is none
+    # (see cvtool.models.weights.hf_revision_of); None for other weights.
+    revision: str | None = None
     _module: object = field(default=None, repr=False)
 
     def torch_module(self):
@@ -117,7 +121,33 @@ class LoadedModel:
             metadata=self.metadata(),
             opset=opset or DEFAULT_OPSET,
             extra_inputs=self.extra_inputs(),
+            **self._size_axes(),
         )
+
+    def onnx_size_problem(self) -> str | None:
+        """Why this model cannot run on ONNX Runtime as configured, or None: its preprocessing
+        gives each picture its own size, but its architecture's exported graph is traced at
+        one size (``ModelSpec.input_sizes`` other than "dynamic", e.g. DPT)."""
+        if getattr(self.preprocess, "fixed_size", True) or self.spec is None or self.spec.input_sizes == "dynamic":
+            return None
+        return (f"{self.name}: its preprocessor_config.json gives each picture its own input size, and this "
+                "architecture's ONNX graph only takes the size it was exported at")
+
+    def _size_axes(self) -> dict:
+        """Models fed at each picture's own size (e.g. Depth Anything keeping the aspect ratio)
+        export with free height and width, so one ONNX file takes every shape."""
+        if getattr(self.preprocess, "fixed_size", True):
+            return {}
+        return {"dynamic_size": True, "output_axes": {1: "out_height", 2: "out_width"} if self.task == "depth" else {}}
+
+    def provenance(self) -> dict:
+        """Which weights and which preprocessing ran, for the records of Hugging Face models:
+        ``{"hf_repo", "revision", "preprocess"}`` (empty for other models)."""
+        hf = self.spec.weights.hf_repo if self.spec is not None else None
+        if not hf and self.revision is None:
+            return {}
+        return {"hf_repo": hf, "revision": self.revision,
+                "preprocess": getattr(self.preprocess, "source", None)}
 
     def extra_inputs(self) -> dict:
         """Inputs besides the pictures, with example values (as numpy), in the graph's order."""
@@ -138,6 +168,7 @@ class LoadedModel:
             "input_layout": "NHWC uint8 RGB (B, H, W, 3); normalisation is inside the graph",
             "version": __version__,
             "weights_sha256": self.weights_sha256,
+            **({"hf_revision": self.revision} if self.revision else {}),
         }
 
 
@@ -162,8 +193,10 @@ def imported_dir() -> Path:
     return cache_home() / "imported"
 
 
-def load(model: str, weights: str | None = None, task: str | None = None) -> LoadedModel:
-    """Resolve a ``--model`` argument (and optional ``--weights``) for ``task``."""
+def load(model: str, weights: str | None = None, task: str | None = None,
+         revision: str | None = None) -> LoadedModel:
+    """Resolve a ``--model`` argument (and optional ``--weights``, and ``--revision`` for a
+    Hugging Face model) for ``task``."""
     if model.lower().endswith(".onnx"):
         loaded = _load_onnx(model)
     elif os.path.isfile(model):
@@ -176,12 +209,22 @@ def load(model: str, weights: str | None = None, task: str | None = None) -> Loa
         except registry.UnknownModel as e:
             raise ModelError(str(e)) from None
         try:
-            rw = resolve(spec, weights)
+            rw = resolve(spec, weights, revision=revision)
         except WeightsError as e:
             raise ModelError(str(e)) from None
-        loaded = LoadedModel(spec.name, spec.task, "registry", spec.weights.preprocess,
+        preprocess = spec.weights.preprocess
+        if spec.weights.hf_repo:  # the folder's own preprocessor_config.json (or the fallback)
+            from cvtool.models.hf_preprocess import PreprocessConfigError, from_folder
+
+            try:
+                preprocess = from_folder(rw.path, preprocess)
+            except PreprocessConfigError as e:
+                raise ModelError(f"{model}: {e}") from None
+        loaded = LoadedModel(spec.name, spec.task, "registry", preprocess,
                              load_labels(spec.weights.labels), rw.sha256, rw.origin, spec,
-                             rw.path)
+                             rw.path, revision=rw.revision)
+    if revision is not None and loaded.kind != "registry":
+        raise ModelError("--revision applies to Hugging Face registry models; this --model already holds its weights")
     if weights is not None and loaded.kind != "registry":
         raise ModelError("--weights applies to registry models; this --model already holds its weights")
     if task is not None and loaded.task != task:
@@ -206,9 +249,9 @@ def _load_onnx(path: str, name: str | None = None) -> LoadedModel:
                          "missing); export it with `cvtool export`")
     return LoadedModel(
         name=meta.get("model") or Path(path).stem, task=meta["task"], kind="onnx",
-        preprocess=Preprocess.from_json(meta["preprocess"]), labels=tuple(json.loads(meta["labels"])),
+        preprocess=preprocess_from_dict(json.loads(meta["preprocess"])), labels=tuple(json.loads(meta["labels"])),
         weights_sha256=meta.get("weights_sha256", ""), weights_origin="onnx",
-        onnx_file=Path(path))
+        onnx_file=Path(path), revision=meta.get("hf_revision"))
 
 
 def _load_checkpoint(path: str) -> LoadedModel:
@@ -233,7 +276,7 @@ def _load_checkpoint(path: str) -> LoadedModel:
     labels = tuple(meta["labels"])
     return LoadedModel(
         name=meta.get("name") or Path(path).stem, task=meta.get("task", spec.task), kind="checkpoint",
-        preprocess=Preprocess.from_dict(meta["preprocess"]) if "preprocess" in meta else spec.weights.preprocess,
+        preprocess=preprocess_from_dict(meta["preprocess"]) if "preprocess" in meta else spec.weights.preprocess,
         labels=labels, weights_sha256=sha256_file(path), weights_origin="checkpoint", spec=spec,
         weights_path=Path(path), num_classes=len(labels),
         arch_kwargs=dict(meta.get("arch_kwargs") or {}), grey_input=bool(meta.get("grey_input", False)))

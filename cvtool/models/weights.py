@@ -93,10 +93,13 @@ def how_to_get(spec: ModelSpec) -> str:
 
 
 def resolve(spec: ModelSpec, weights_path: str | os.PathLike | None = None,
-            download: bool = True) -> ResolvedWeights:
-    """Find the weights for ``spec`` following the documented order."""
+            download: bool = True, revision: str | None = None) -> ResolvedWeights:
+    """Find the weights for ``spec`` following the documented order (``revision``: a Hugging
+    Face commit, tag or branch to pin, for Hugging Face models)."""
     if spec.weights.hf_repo:
-        return _resolve_hf(spec, weights_path, download)
+        return _resolve_hf(spec, weights_path, download, revision)
+    if revision is not None:
+        raise WeightsError(f"--revision applies to Hugging Face models; {spec.name!r} is not one")
     if weights_path is not None:
         p = Path(weights_path).expanduser()
         if not p.is_file():
@@ -210,5 +213,5 @@ def import_weights(spec: ModelSpec, file: str | os.PathLike, force: bool = False
     return dest
 
 
-from cvtool.models.hf_weights import (_resolve_hf, hf_import_dir, hf_where, import_hf,  # noqa: E402,F401
-                                      pull_hf)
+from cvtool.models.hf_weights import (NO_REVISION, REVISION_FILE, _resolve_hf, hf_import_dir,  # noqa: E402,F401
+                                      hf_revision_of, hf_where, import_hf, pull_hf)

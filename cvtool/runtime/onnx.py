@@ -34,7 +34,8 @@ def export_key(fields: dict) -> str:
 def export_onnx(module, path: str | os.PathLike, input_shape: tuple[int, int, int],
                 metadata: dict[str, str], opset: int = DEFAULT_OPSET,
                 dynamic_batch: bool = True, input_dtype: str = "uint8", batch: int = 1,
-                dynamic_size: bool = False, device: str = "cpu", extra_inputs: dict | None = None) -> Path:
+                dynamic_size: bool = False, device: str = "cpu", extra_inputs: dict | None = None,
+                output_axes: dict[int, str] | None = None) -> Path:
     """Export ``module`` (input ``(B, *input_shape)`` of ``input_dtype``, NHWC) to ``path``
     atomically, with cvtool metadata.
 
@@ -43,6 +44,8 @@ def export_onnx(module, path: str | os.PathLike, input_shape: tuple[int, int, in
     (``device``); pass a half-precision copy for an fp16 export. ``extra_inputs`` (name →
     example numpy array) become further graph inputs, e.g. a detector's NMS thresholds; a
     detector's output is a flat list whose first axis is the number of detections.
+    ``output_axes`` names further free output axes (e.g. a depth map's ``{1: "out_height",
+    2: "out_width"}`` when ``dynamic_size``).
     """
     import onnx
     import torch
@@ -64,6 +67,7 @@ def export_onnx(module, path: str | os.PathLike, input_shape: tuple[int, int, in
             axes["output"][0] = "detections"
         if dynamic_size:
             axes["input"].update({1: "height", 2: "width"})
+        axes["output"].update(output_axes or {})
         fastpath = torch.backends.mha.get_fastpath_enabled()
         # The fused attention kernel eval-mode transformers use has no ONNX export.
         torch.backends.mha.set_fastpath_enabled(False)
@@ -100,11 +104,15 @@ def set_metadata(model, metadata: dict[str, str]) -> None:
 
 def cached_export(cache_dir: Path, name: str, key_fields: dict, build: Callable[[], object],
                   input_shape: tuple[int, int, int], metadata: dict[str, str],
-                  opset: int = DEFAULT_OPSET, extra_inputs: dict | None = None) -> tuple[Path, bool]:
-    """Return ``(path, exported_now)`` of the cached ONNX file, exporting it if missing."""
+                  opset: int = DEFAULT_OPSET, extra_inputs: dict | None = None,
+                  dynamic_size: bool = False, output_axes: dict[int, str] | None = None) -> tuple[Path, bool]:
+    """Return ``(path, exported_now)`` of the cached ONNX file, exporting it if missing
+    (``dynamic_size``: height and width free, as for models fed at each picture's own size)."""
     from cvtool import __version__
 
     fields = dict(key_fields, opset=opset, cvtool=__version__)
+    if dynamic_size:
+        fields["dynamic_size"] = True
     from importlib.metadata import PackageNotFoundError, version
 
     for dist in ("torch", "torchvision", "transformers"):  # the exporter and third-party architectures
@@ -115,7 +123,8 @@ def cached_export(cache_dir: Path, name: str, key_fields: dict, build: Callable[
     path = Path(cache_dir) / f"{name}-{export_key(fields)}.onnx"
     if path.is_file():
         return path, False
-    export_onnx(build(), path, input_shape, metadata, opset, extra_inputs=extra_inputs)
+    export_onnx(build(), path, input_shape, metadata, opset, extra_inputs=extra_inputs,
+                dynamic_size=dynamic_size, output_axes=output_axes)
     return path, True
 
 

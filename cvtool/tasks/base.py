@@ -107,7 +107,13 @@ def make_runner(model: LoadedModel, backend: str = "auto", device: str = "auto",
         raise ModelError(f"--backend {backend!r}: expected auto, onnx or torch")
     if backend == "onnx" and model.spec is not None and not model.spec.exportable:
         raise ModelError(f"{model.name} runs on torch only (it does not export to ONNX); use --backend torch or auto")
-    if backend in ("auto", "onnx") and (model.spec is None or model.spec.exportable or model.kind == "onnx"):
+    size_problem = getattr(model, "onnx_size_problem", lambda: None)()  # e.g. DPT fed at varying sizes
+    if size_problem:
+        if backend == "onnx":
+            raise ModelError(f"{size_problem}; use --backend torch or auto")
+        if backend == "auto":
+            notify(f"{size_problem}: running on torch")
+    elif backend in ("auto", "onnx") and (model.spec is None or model.spec.exportable or model.kind == "onnx"):
         from cvtool.runtime.onnx import OnnxRunner
 
         try:
@@ -170,6 +176,23 @@ def _prepare_video_frame(frame: Frame, preprocess, keep: bool) -> Prepared:
     return Prepared(frame, tensor, 0.0, dt)
 
 
+def infer_by_shape(runner: Runner, postprocess, ready: list[Prepared]) -> tuple[list[dict], list[int]]:
+    """Run the window's pictures in one batch per network input shape (models fed at each
+    picture's own size, e.g. Depth Anything keeping the aspect ratio, give several shapes in
+    one window) → per picture, in window order: its result fields and its batch's size."""
+    groups: dict[tuple, list[int]] = {}
+    for i, p in enumerate(ready):
+        groups.setdefault(p.tensor.shape, []).append(i)
+    results: list = [None] * len(ready)
+    sizes = [0] * len(ready)
+    extra = getattr(postprocess, "extra_inputs", None)
+    for idx in groups.values():
+        out = runner(np.stack([ready[i].tensor for i in idx]), extra)
+        for i, fields in zip(idx, postprocess(out, [ready[i].frame for i in idx])):
+            results[i], sizes[i] = fields, len(idx)
+    return results, sizes
+
+
 def run(task_name: str, model: LoadedModel, runner: Runner, sources: Iterable[Source],
         postprocess: Callable[[np.ndarray, list[Frame]], list[dict]], opts: RunOptions
         ) -> Iterator[tuple[Record, Frame | None]]:
@@ -200,13 +223,13 @@ def run(task_name: str, model: LoadedModel, runner: Runner, sources: Iterable[So
     for window in windows(stream, opts.batch, lambda it: isinstance(it, Prepared)):
         ready = [it for it in window if isinstance(it, Prepared)]
         results: list[dict] = []
+        sizes: list[int] = []
         infer_ms = 0.0
         if ready:
             t0 = time.perf_counter()
-            out = runner(np.stack([p.tensor for p in ready]), getattr(postprocess, "extra_inputs", None))
+            results, sizes = infer_by_shape(runner, postprocess, ready)
             infer_ms = (time.perf_counter() - t0) * 1e3 / len(ready)
-            results = postprocess(out, [p.frame for p in ready])
-        it = iter(results)
+        it, batch_sizes = iter(results), iter(sizes)
         for item in window:
             if isinstance(item, Failed):
                 yield Record(source=item.source, frame=item.frame, error=item.error, **base), None
@@ -217,4 +240,4 @@ def run(task_name: str, model: LoadedModel, runner: Runner, sources: Iterable[So
                 provider=runner.provider, device=runner.device, image_size=f.orig_size,
                 time_ms={"decode": round(item.decode_ms, 3), "preprocess": round(item.preprocess_ms, 3),
                          "inference": round(infer_ms, 3)},
-                batch_size=len(ready), fields=next(it), **base), f
+                batch_size=next(batch_sizes), fields=next(it), **base), f

@@ -4,7 +4,7 @@ Two kinds of captioner, told apart in every record by ``kind``:
 
 * ``"neural"`` — a Hugging Face captioner (BLIP, ViT-GPT2; :mod:`cvtool.models.zoo.hf_caption`).
   :class:`GenerationRunner` runs its generation loop on torch over batches of uint8 pictures
-  resized by the registry's preprocessing; :class:`Captioner` turns the generated token ids into
+  resized as the weights folder's ``preprocessor_config.json`` says; :class:`Captioner` turns the generated token ids into
   text.
 * ``"labels"`` — ``--model labels``, the offline fallback that needs no captioning weights: a
   sentence *built from labels*, i.e. the bundled classifier's top label and the bundled
@@ -149,7 +149,7 @@ def encoder_onnx_path(model: LoadedModel) -> tuple[Path, bool]:
         key_fields={"model": model.name, "part": "image-encoder", "weights": model.weights_sha256,
                     "preprocess": pre.to_json(), "transformers": transformers.__version__,
                     "code": [_file_digest(m) for m in ("cvtool.models.zoo.hf_caption", "cvtool.models.wrap")]},
-        build=build, input_shape=(pre.crop, pre.crop, 3),
+        build=build, input_shape=(pre.input_size[1], pre.input_size[0], 3),
         metadata={"task": "caption-encoder", "model": model.name, "preprocess": pre.to_json(),
                   "labels": "[]", "weights_sha256": model.weights_sha256,
                   "input_layout": "NHWC uint8 RGB (B, H, W, 3); normalisation is inside the graph",
@@ -170,7 +170,8 @@ class Captioner:
     """Turns generated token ids into caption fields; carries the generation settings to the
     runner (``extra_inputs``, in :meth:`CaptionNet.forward`'s order)."""
 
-    def __init__(self, net, max_tokens: int = 30, beams: int = 1, prompt: str | None = None):
+    def __init__(self, net, max_tokens: int = 30, beams: int = 1, prompt: str | None = None,
+                 provenance: dict | None = None):
         if max_tokens < 1 or beams < 1:
             raise ValueError("max_tokens and beams must be at least 1")
         self.net = net
@@ -180,6 +181,7 @@ class Captioner:
         if prompt and not self.prompt_ids:
             raise ValueError(f"--prompt {prompt!r}: gives no tokens")
         self.extra_inputs = {"max_tokens": self.max_tokens, "beams": self.beams, "prompt_ids": self.prompt_ids}
+        self.provenance = dict(provenance or {})  # which weights and preprocessing ran (records' "weights")
 
     def __call__(self, ids: np.ndarray, frames: list[Frame]) -> list[dict]:
         ids = np.asarray(ids, dtype=np.int64).reshape(len(frames), -1)
@@ -191,7 +193,8 @@ class Captioner:
             text = self.net.tokenizer.decode(text_ids, skip_special_tokens=True)
             out.append({"kind": "neural", "caption": " ".join(text.split()), "tokens": n,
                         "truncated": len(ends) == 0 and n >= self.max_tokens,
-                        "generation": {"max_tokens": self.max_tokens, "beams": self.beams, "prompt": self.prompt}})
+                        "generation": {"max_tokens": self.max_tokens, "beams": self.beams, "prompt": self.prompt},
+                        **({"weights": self.provenance} if self.provenance else {})})
         return out
 
 
@@ -402,4 +405,5 @@ class CaptionFactory:
             runner = LabelsRunner(model, self.backend, self.device, self.threads, notify, self.allow_cpu_fallback)
             return runner, LabelsCaptioner(model)
         runner = GenerationRunner(model, self.backend, self.device, self.threads, notify, self.allow_cpu_fallback)
-        return runner, Captioner(runner.net, self.max_tokens, self.beams, self.prompt)
+        return runner, Captioner(runner.net, self.max_tokens, self.beams, self.prompt,
+                                 provenance=model.provenance())

@@ -3,10 +3,11 @@ and the files ``--save`` writes.
 
 The models (:mod:`cvtool.models.zoo.hf_depth`) output **relative inverse depth** ``(B, h, w)``
 at their input size: disparity-like, larger = nearer, known only up to an unknown scale and
-shift (no units). For every picture the map is resized to the picture's full resolution
-(bilinear when enlarging, area averaging when shrinking both sides, so no value leaves the
-network's range), attached to the frame as ``frame.meta["depth"]`` (float32 ``(H, W)``) for the
-sinks, and summarised in the record.
+shift (no units). For every picture the map is resized to the picture's full resolution as
+the reference post-processing does (transformers' ``post_process_depth_estimation`` and
+depth-estimation pipeline: bicubic, ``align_corners=False``; OpenCV's cubic kernel is the same
+one, within 1e-5 of the map's range), attached to the frame as ``frame.meta["depth"]``
+(float32 ``(H, W)``) for the sinks, and summarised in the record.
 
 16-bit PNGs hold ``round((d - min) / (max - min) * 65535)`` with the record's ``depth.min``
 and ``depth.max`` (also stored in the PNG's text chunks ``cvtool.depth_min``/``max``), so
@@ -30,16 +31,17 @@ PNG16_MAX = 65535
 
 
 def resize_depth(d: np.ndarray, width: int, height: int) -> np.ndarray:
-    """``(h, w)`` float map → ``(height, width)`` float32: area averaging when both sides
-    shrink, bilinear otherwise (neither overshoots the input's range)."""
+    """``(h, w)`` float map → ``(height, width)`` float32, bicubic (a = -0.75, half-pixel
+    centres) like ``torch.nn.functional.interpolate(mode="bicubic", align_corners=False)``,
+    which the reference post-processing uses. Like it, the result may overshoot the network's
+    range slightly near sharp edges."""
     import cv2
 
     d = np.ascontiguousarray(d, dtype=np.float32)
     h, w = d.shape
     if (w, h) == (width, height):
         return d
-    interp = cv2.INTER_AREA if width <= w and height <= h else cv2.INTER_LINEAR
-    return cv2.resize(d, (int(width), int(height)), interpolation=interp)
+    return cv2.resize(d, (int(width), int(height)), interpolation=cv2.INTER_CUBIC)
 
 
 def f32(v: float) -> float:
@@ -71,6 +73,7 @@ class DepthEstimator:
         if out.ndim != 3 or out.shape[0] != len(frames):
             raise ValueError(f"depth model output has shape {out.shape}, expected ({len(frames)}, H, W)")
         results = []
+        extra = {"weights": self.model.provenance()} if self.model is not None and self.model.provenance() else {}
         for net, frame in zip(out, frames):
             net = np.nan_to_num(net.astype(np.float32, copy=False), nan=0.0, posinf=0.0, neginf=0.0)
             w, h = frame.orig_size
@@ -78,7 +81,8 @@ class DepthEstimator:
             frame.meta["depth"] = d
             results.append({"depth": {"kind": KIND, **depth_stats(d),
                                       "size": {"width": int(w), "height": int(h)},
-                                      "network_size": {"width": int(net.shape[1]), "height": int(net.shape[0])}}})
+                                      "network_size": {"width": int(net.shape[1]), "height": int(net.shape[0])}},
+                            **extra})
         return results
 
 

@@ -8,9 +8,10 @@ files). Two families are supported:
   cross-attention). It can continue a text prompt (conditional captioning).
 * ``vision-encoder-decoder`` — ``VisionEncoderDecoderModel``, e.g. ViT + GPT-2. No prompt.
 
-cvtool feeds it like every other model: uint8 pictures already resized by the registry's
-:class:`~cvtool.models.preprocess.Preprocess`, normalised by
-:class:`~cvtool.models.wrap.Normalized`; the HF image processor is not used. Generation is
+cvtool feeds it like every other model: uint8 pictures resized as the folder's
+``preprocessor_config.json`` says (:class:`~cvtool.models.hf_preprocess.HFPreprocess`, equal
+to the processor's own resize), normalised by :class:`~cvtool.models.wrap.Normalized` with the
+processor's mean/std. Generation is
 deterministic (greedy, or beam search with ``beams > 1``; never sampling).
 
 The two halves are separate methods: :meth:`CaptionNet.encode` (the image encoder, exported to
@@ -117,9 +118,10 @@ class ImageEncoder(nn.Module):
 
 def build_captioner(path: str, family: str, image_size: int) -> CaptionNet:
     """Build the captioner in the Hugging Face folder ``path`` (offline). Refuses a folder that
-    holds another kind of model, or whose image encoder takes another input size than the
-    registry entry feeds it."""
+    holds another kind of model, or whose image encoder takes another input size than its
+    ``preprocessor_config.json`` (else the registry entry, ``image_size``) feeds it."""
     from cvtool.models.hf import from_pretrained
+    from cvtool.models.hf_preprocess import CONFIG_FILE, HFPreprocess
 
     try:
         config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
@@ -130,9 +132,14 @@ def build_captioner(path: str, family: str, image_size: int) -> CaptionNet:
         raise ValueError(f"config.json declares a {found!r} model, not a {family!r} captioner")
     vision = config.get("vision_config" if family == "blip" else "encoder") or {}
     size = vision.get("image_size", 384 if family == "blip" else 224)  # transformers' defaults
-    if int(size) != int(image_size):
-        raise ValueError(f"its image encoder takes {size}x{size} pictures, but this model entry feeds "
-                         f"{image_size}x{image_size}")
+    feeds, who = (int(image_size), int(image_size)), "this model entry"
+    if (Path(path) / CONFIG_FILE).is_file():
+        pre = HFPreprocess.from_config(json.loads((Path(path) / CONFIG_FILE).read_text(encoding="utf-8")))
+        if pre.fixed_size:
+            feeds, who = pre.input_size, CONFIG_FILE
+    if (int(size), int(size)) != tuple(feeds):
+        raise ValueError(f"its image encoder takes {size}x{size} pictures, but {who} feeds "
+                         f"{feeds[0]}x{feeds[1]}")
     model = from_pretrained(_MODEL_CLASS[family], path)
     tokenizer = from_pretrained("AutoTokenizer", path)
     return CaptionNet(model, tokenizer, family).eval()

@@ -1,7 +1,8 @@
 """Registry entries for the Hugging Face captioners (no torch or transformers import here).
 
-Their preprocessing is copied from each repository's ``preprocessor_config.json`` so that
-listing models never imports transformers:
+Their preprocessing comes from the weights folder's ``preprocessor_config.json`` when the
+model is loaded (:mod:`cvtool.models.hf_preprocess`). The values below, typed from each
+repository's file, are only the fallback for folders without one (cvtool says so):
 
 * BLIP (``BlipImageProcessor``): stretch to 384×384, bicubic, OpenAI CLIP mean/std.
 * ViT-GPT2 (``ViTFeatureExtractor``): stretch to 224×224, bilinear, mean = std = 0.5.
@@ -10,7 +11,7 @@ listing models never imports transformers:
 ``image_size`` the input size its image encoder must take (checked when the folder is built).
 """
 
-from cvtool.models.preprocess import Preprocess
+from cvtool.models.hf_preprocess import FALLBACK, HFPreprocess
 from cvtool.models.registry import ModelSpec, Weights, register
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -29,7 +30,8 @@ register(ModelSpec(
                  "`cvtool caption` exports and caches its image encoder by itself (docs/caption.md)"),
     weights=Weights(
         filename="hf/blip_base",
-        preprocess=Preprocess(resize=0, crop=384, mean=CLIP_MEAN, std=CLIP_STD, interpolation="bicubic"),
+        preprocess=HFPreprocess(processor="BlipImageProcessor", height=384, width=384, resample=3,
+                                image_mean=CLIP_MEAN, image_std=CLIP_STD, source=FALLBACK),
         labels="",
         license="BSD-3-Clause",
         source="Hugging Face Hub: Salesforce/blip-image-captioning-base (transformers "
@@ -53,8 +55,8 @@ register(ModelSpec(
                  "`cvtool caption` exports and caches its image encoder by itself (docs/caption.md)"),
     weights=Weights(
         filename="hf/vit_gpt2",
-        preprocess=Preprocess(resize=0, crop=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-                              interpolation="bilinear"),
+        preprocess=HFPreprocess(processor="ViTFeatureExtractor", height=224, width=224, resample=2,
+                                image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5), source=FALLBACK),
         labels="",
         license="Apache-2.0",
         source="Hugging Face Hub: nlpconnect/vit-gpt2-image-captioning (transformers "

@@ -2,8 +2,11 @@
 
 All of them predict **relative inverse depth** (disparity-like: larger = nearer) up to an
 unknown scale and shift, one value per pixel of their input. cvtool feeds them the whole
-picture stretched to a square (no crop; see ``docs/depth.md`` for why and what it costs) and
-maps the output back to the picture's own size (:mod:`cvtool.tasks.depth`).
+picture the way the weights folder's ``preprocessor_config.json`` says
+(:mod:`cvtool.models.hf_preprocess`; Depth Anything keeps the aspect ratio with both sides
+multiples of 14, e.g. 451×300 → 518×350) and maps the output back to the picture's own size
+as the reference post-processing does (:mod:`cvtool.tasks.depth`). The preprocessing below is
+only the fallback for folders without that file.
 
 Weights are Hugging Face folders (``config.json`` + ``model.safetensors``), found by
 :mod:`cvtool.models.weights`: ``--weights FOLDER``, a folder imported with ``cvtool models
@@ -23,7 +26,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from cvtool.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from cvtool.models.hf_preprocess import FALLBACK, HFPreprocess
+from cvtool.models.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from cvtool.models.registry import ModelSpec, Weights, register
 
 # Network input sizes must be a multiple of this (the ViT patch size, or the stride of the
@@ -52,13 +56,15 @@ for _name, _repo, _params, _lic, _note in _DEPTH_ANYTHING:
         builder_kwargs={"model_type": "depth_anything"},
         description=f"Depth Anything V2 {_name.rsplit('_', 1)[1].capitalize()} ({_params}M parameters): "
                     f"DINOv2 ViT encoder + DPT head, relative inverse depth.{_note}",
-        input_sizes="static",  # any multiple of 14 (--imgsz), fixed per ONNX export
+        input_sizes="dynamic",  # any multiple of 14; ONNX exports with free height and width
         weights=Weights(
             filename=_repo.split("/")[1],
-            # Whole picture stretched to 518x518 (the training crop size), bicubic as the
-            # model's own processor; ImageNet mean/std.
-            preprocess=Preprocess(resize=0, crop=518, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                                  interpolation="bicubic"),
+            # Fallback only (a folder's preprocessor_config.json wins): the values of the
+            # Hub repos' DPTImageProcessor config: keep the aspect ratio, scale as little as
+            # possible toward 518x518, both sides multiples of 14, bicubic, ImageNet mean/std.
+            preprocess=HFPreprocess(processor="DPTImageProcessor", height=518, width=518,
+                                    keep_aspect_ratio=True, ensure_multiple_of=14, resample=3,
+                                    image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD, source=FALLBACK),
             labels="",
             license=f"{_lic}; weights by the Depth Anything authors (TikTok/HKU), {_repo} on the Hugging Face Hub",
             source=f"Hugging Face Hub {_repo} ({_PAPER_DA2})",
@@ -84,9 +90,10 @@ for _name, _repo, _params, _arch in _DPT:
         input_sizes="static",
         weights=Weights(
             filename=_repo.split("/")[1],
-            # The model's processor stretches to 384x384 (no aspect kept), mean/std 0.5.
-            preprocess=Preprocess(resize=0, crop=384, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-                                  interpolation="bicubic"),
+            # Fallback only (a folder's preprocessor_config.json wins): DPTImageProcessor's
+            # defaults as the model cards use them, a 384x384 stretch, bicubic, mean/std 0.5.
+            preprocess=HFPreprocess(processor="DPTImageProcessor", height=384, width=384, resample=3,
+                                    image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5), source=FALLBACK),
             labels="",
             license=f"Apache-2.0; weights by Intel ISL, {_repo} on the Hugging Face Hub (trained on the "
                     "MIX-6 mixture of depth datasets, see the paper for their terms)",
@@ -108,11 +115,36 @@ def _depth_output_class():
         def __init__(self, net):
             super().__init__()
             self.net = net
+            self.depth_anything = type(net).__name__ == "DepthAnythingForDepthEstimation"
 
         def forward(self, pixel_values):
-            return self.net(pixel_values=pixel_values).predicted_depth
+            if not self.depth_anything:
+                return self.net(pixel_values=pixel_values).predicted_depth
+            return _depth_anything_forward(self.net, pixel_values)
 
     return DepthOutput
+
+
+def _depth_anything_forward(net, pixel_values):
+    """``DepthAnythingForDepthEstimation.forward`` step by step, except that the head's last
+    upsampling takes its size from the input tensor's shape instead of Python ints
+    (transformers casts it with ``int()``, which an ONNX trace freezes to the example's
+    size). The same operations on the same weights: the parity tests compare it with the
+    reference model end to end."""
+    from torch import nn
+
+    out = net.backbone.forward_with_filtered_kwargs(pixel_values, output_hidden_states=None,
+                                                    output_attentions=None)
+    p = net.config.patch_size
+    ph, pw = pixel_values.shape[-2] // p, pixel_values.shape[-1] // p
+    hidden = net.neck(out.feature_maps, ph, pw)
+    head = net.head
+    x = head.conv1(hidden[head.head_in_index])
+    x = nn.functional.interpolate(x, size=(ph * head.patch_size, pw * head.patch_size), mode="bilinear",
+                                  align_corners=True)
+    x = head.activation1(head.conv2(x))
+    x = head.activation2(head.conv3(x)) * head.max_depth
+    return x.squeeze(dim=1)
 
 
 def depth_model(path: str, model_type: str | None = None):
