@@ -198,7 +198,7 @@ def test_the_final_file_is_created_exclusively(tmp_path):
 
 def test_a_run_that_loses_the_race_says_so(samples, tmp_path, monkeypatch, capsys):
     """The second writer's records are not written, it says so and exits 1 (not 0)."""
-    from cvtool.cli import common
+    from cvtool.cli import output as common
 
     out = tmp_path / "out.jsonl"
     real_close = common.Output.close
@@ -365,7 +365,7 @@ def test_an_onnx_export_failure_is_said_even_under_quiet(cli, samples, monkeypat
 
 
 def test_visualize_does_not_turn_bugs_into_usage_errors(monkeypatch, capsys, samples, tmp_path):
-    from cvtool.cli import common
+    from cvtool.cli import output as common
     from cvtool.cli.app import main
 
     monkeypatch.setattr(common.Output, "__init__", _crash)

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from cvtool.cli import common as c
+from cvtool.cli import run
 from cvtool.cli import options as o
 
 METHOD_HELP = ("fgsm, bim, pgd, mifgsm, deepfool, cw (white box: need gradients) or square "
@@ -92,7 +93,7 @@ def attack(
             t.add_row(*row)
         Console(stderr=True).print(t)
 
-    c.run_picture_command(
+    run.run_picture_command(
         "attack", sources, opts, model_name=victim.name, device=victim.device, process=process, table_row=_row,
         table_columns=["source", "truth", "clean", "adversarial (8-bit)", "success", "L∞·255", "L2", "iters/queries"],
         finish=finish, backend=victim.backend)

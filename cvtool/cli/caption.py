@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from cvtool.cli import common as c
+from cvtool.cli import run
 from cvtool.cli import options as o
 
 
@@ -74,7 +75,7 @@ def caption(
     except (ModelError, DeviceError, ValueError) as e:
         raise c.fail(str(e)) from None
 
-    c.run_task_command(
+    run.run_task_command(
         cap.TASK, sources, opts, model=model, weights=weights, loaded=loaded, runner=runner,
         make_postprocess=lambda m: postprocess, annotate=_annotate, runner_factory=factory,
         table_row=_row, table_columns=["source", "kind", "caption"], save=save)

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from cvtool.cli import common as c
+from cvtool.cli import run
 from cvtool.cli import options as o
 
 
@@ -31,7 +32,7 @@ def classify(
     from cvtool.tasks.classify import TASK, Classifier
 
     c.check_format(opts.fmt)
-    c.run_task_command(
+    run.run_task_command(
         TASK, sources, opts, model=model, weights=weights, make_postprocess=lambda m: Classifier(m, topk),
         annotate=lambda rgb, rec: annotate_classification(rgb, rec["topk"]),
         table_row=_row, table_columns=["source", "label", "score", f"top-{topk}"], save=save)

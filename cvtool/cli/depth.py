@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from cvtool.cli import common as c
+from cvtool.cli import run
 from cvtool.cli import options as o
 
 CMAPS = ("turbo", "inferno", "magma", "viridis", "jet", "gray")  # = cvtool.render.depth.DEPTH_COLORMAPS
@@ -87,7 +88,7 @@ def depth(
             sinks.append(_Evaluation(eval_gt, gt_kind, gt_scale, depth_cap))
         return sinks
 
-    c.run_task_command(
+    run.run_task_command(
         TASK, sources, opts, model=model, weights=weights, loaded=loaded, make_postprocess=DepthEstimator,
         annotate=None, table_row=_row, table_columns=["source", "min", "median", "max", "size"],
         make_sinks=make_sinks)

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from cvtool.cli import common as c
+from cvtool.cli import run
 from cvtool.cli import options as o
 from cvtool.io.sinks import CocoResultsWriter  # stdlib-only module: cheap for --help
 
@@ -82,7 +83,7 @@ def detect(
             sinks.append(CocoResultsWriter(coco_json, opts.overwrite, categories=coco_categories(m)))
         return sinks
 
-    c.run_task_command(
+    run.run_task_command(
         TASK, sources, opts, model=model, weights=weights, loaded=loaded, make_postprocess=lambda m: detector,
         annotate=lambda rgb, rec: draw_detections(rgb, rec["detections"]),
         table_row=_row, table_columns=["source", "count", "detections"], make_sinks=make_sinks, save=save)

@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from cvtool.cli import common as c
+from cvtool.cli import run
 from cvtool.cli import options as o
 
 DEFAULT_SEMANTIC = "deeplabv3_mobilenet_v3_large"
@@ -89,7 +90,7 @@ def segment(
             sinks.append(MaskSaver(save, opts.overwrite, overlay))
         return sinks
 
-    c.run_task_command(
+    run.run_task_command(
         TASK, sources, opts, model=name, weights=weights, loaded=loaded, make_postprocess=lambda m: post,
         annotate=None, table_row=_row, table_columns=["source", "result"], make_sinks=make_sinks)
 

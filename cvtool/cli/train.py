@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from cvtool.cli import common as c
+from cvtool.cli.output import write_report_page
 from cvtool.cli import options as o
 
 # Options that may accompany --resume (everything else comes from the run's config.json).
@@ -275,7 +276,7 @@ def _table_wanted(fmt: str) -> bool:
 
 def _write_page(path, res, main_rank: bool, quiet: bool, overwrite: bool) -> None:
     """--report FILE: the run's page (curves, confusion matrix, per-class metrics)."""
-    if path is not None and main_rank and not c.write_report_page([], path, overwrite=overwrite, quiet=quiet,
+    if path is not None and main_rank and not write_report_page([], path, overwrite=overwrite, quiet=quiet,
                                                                   runs=[str(res.run_dir)]):
         raise typer.Exit(c.EXIT_FAILED)
 

@@ -9,6 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from cvtool.cli import common as c
+from cvtool.cli.output import Output
+from cvtool.cli import run
 from cvtool.cli import options as o
 
 ATTRIBUTIONS = ("saliency", "smoothgrad", "integrated-gradients", "guided-backprop", "gradcam",
@@ -124,7 +126,7 @@ def visualize(
     def process(frame) -> dict:
         return _process(method, clf, saver, slug, frame, target_id, knobs, cmap, alpha, opts.quiet)
 
-    c.run_picture_command(
+    run.run_picture_command(
         "visualize", sources, opts, model_name=clf.name, device=dev, process=process, table_row=_row,
         table_columns=["source", "method", "target", "saved"])
 
@@ -330,7 +332,7 @@ def _output(fmt, output, overwrite, quiet):
     from cvtool.io.atomic import SinkError
 
     try:
-        return c.Output(fmt, output, overwrite, quiet, 1, table_row=_row,
+        return Output(fmt, output, overwrite, quiet, 1, table_row=_row,
                         table_columns=["source", "method", "target", "saved"])
     except SinkError as e:
         raise c.fail(str(e)) from None
