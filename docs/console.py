@@ -19,14 +19,18 @@ The environment a page runs in (the one the docs describe):
   command) and a private ``/tmp``: each ``/tmp`` in a command is rewritten to the page's own folder
   and rewritten back in the output, so pages can run in parallel and never see each other's files;
 * ``CVTOOL_HOME=/tmp/cvh-docs``, empty at the start of each page, so "exported ... once" lines
-  appear where the page says they do; ``HF_HOME`` and ``TORCH_HOME`` inside the page's folder; no GPU
-  (``CUDA_VISIBLE_DEVICES=``), as the docs were written on a CPU-only machine; ``COLUMNS=80``.
+  appear where the page says they do (a page may set other variables for all its commands with
+  ``<!-- console-env: NAME=VALUE ... -->``); ``HF_HOME`` and ``TORCH_HOME`` inside the page's folder;
+* no network: the proxy variables point at a closed local port, so a download fails at once with
+  "Connection refused" on every machine, and nothing is fetched even where there is a network;
+* no GPU (``CUDA_VISIBLE_DEVICES=``), as the docs were written on a CPU-only machine; ``COLUMNS=80``.
 
 Blocks of one page run in order and share the work folder, so a block may use files an earlier block
 wrote. Directives, in HTML comments (not rendered) right before a block:
 
-* ``<!-- console-setup ... -->``: bash lines run before the block, output hidden (a failure is
-  reported). Use it for what a page needs but does not show (tiny local models, a clip).
+* ``<!-- console-setup: DESCRIPTION`` then bash lines, then ``-->``: run before the block (with
+  ``set -e``), output hidden; a failure is reported with its output. Use it for what a page needs
+  but does not show (tiny local models, a clip).
 * ``<!-- console: slow REASON -->``: run only with ``--all`` (tests skip it). Keep rare.
 * ``<!-- console: skip REASON -->``: never run (shown for illustration only, e.g. needs a GPU).
 * ``<!-- console-teardown ... -->`` right after a block: bash lines run after it.
@@ -82,6 +86,16 @@ class Block:
 
 _DIRECTIVE = re.compile(r"<!--\s*console(-setup|-teardown|-env)?\s*:?\s*(.*?)\s*-->", re.S)
 _ENV = re.compile(r"<!--\s*console-env\s*:?\s*(.*?)\s*-->", re.S)
+
+
+_SCRIPT = re.compile(r"<!--\s*console-(?:setup|teardown)[ \t]*:?[^\n]*\n(.*?)-->", re.S)
+
+
+def _script(comment: str) -> str:
+    """The bash lines of a setup/teardown comment: the lines after the directive's own line (which
+    may hold a description) up to the closing `-->`."""
+    m = _SCRIPT.search(comment)
+    return m.group(1).strip("\n") if m else ""
 
 
 def page_env(text: str) -> list[str]:
@@ -153,7 +167,7 @@ def parse_page(page: str, text: str) -> list[Block]:
                 continue
             kind, body = m.group(1), m.group(2)
             if kind == "-setup":
-                block.setup.append(body)
+                block.setup.append(_script(c))
             elif kind is None:
                 word, _, reason = body.partition(" ")
                 if word == "slow":
@@ -193,7 +207,7 @@ def parse_page(page: str, text: str) -> list[Block]:
         for c in _comments_after(lines, end):
             m = _DIRECTIVE.search(c)
             if m and m.group(1) == "-teardown":
-                block.teardown.append(m.group(2))
+                block.teardown.append(_script(c))
         blocks.append(block)
         i += 1
     return blocks
@@ -208,6 +222,7 @@ _NORMALISE = [
     (re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?\s*(?:ms|s|min|µs|us|h)\b"), "<t>"),
     (re.compile(r"\d+(?:\.\d+)?(?:e[-+]?\d+)?\s*(?:/s|images/s|img/s|it/s)"), "<t>/s"),
     (re.compile(r"-[0-9a-f]{16}\b"), "-<digest>"),
+    (re.compile(r"interrupted after \d+ records"), "interrupted after <n> records"),  # when Ctrl-C came
     (re.compile(r"\btmp[A-Za-z0-9_]{6,}"), "<tmpname>"),
     (re.compile(r"\S*/(?:site|dist)-packages/"), "<site-packages>/"),
 ]
@@ -267,7 +282,9 @@ class PageRunner:
                 (self.cwd / entry.name).symlink_to(entry)
         py = sys.executable
         shims = {
-            "cvtool": f'exec "{py}" -m cvtool "$@"\n',
+            # the console script's own entry point, so that --help says "cvtool", not "python -m cvtool"
+            "cvtool": f'exec "{py}" -c "import sys; sys.argv[0] = \'cvtool\'; from cvtool.cli.app import main; '
+                      f'sys.exit(main())" "$@"\n',
             "python3": f'exec "{py}" "$@"\n',
             "python": f'exec "{py}" "$@"\n',
         }
@@ -286,8 +303,11 @@ class PageRunner:
             "TMPDIR": str(self.tmp),
             "HF_HOME": str(self.work / "hf"),
             "TORCH_HOME": str(self.work / "torch"),
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
+            # No network, the same way on every machine: downloads go to a closed local port and
+            # fail at once with "Connection refused" (the docs show what a user without network sees).
+            **{k: "http://127.0.0.1:9" for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY",
+                                                 "all_proxy", "ALL_PROXY")},
+            "no_proxy": "", "NO_PROXY": "",
             "CUDA_VISIBLE_DEVICES": "",
             "COLUMNS": "80",
             "LINES": "40",
@@ -351,7 +371,7 @@ def run_page(page: str, blocks: list[Block], run_slow: bool, keep: bool = False,
                 results.extend(Result(b, c, None) for c in b.commands)
                 continue
             for s in b.setup:
-                rc, out = runner.run(s)
+                rc, out = runner.run("set -e\n" + s)
                 if rc != 0:
                     results.append(Result(b, None, None, f"hidden setup failed (exit {rc}):\n{out[-2000:]}"))
             for c in b.commands:
@@ -364,7 +384,7 @@ def run_page(page: str, blocks: list[Block], run_slow: bool, keep: bool = False,
                 if log:
                     log(f"{page}:{c.line}: {r.seconds:.1f} s  $ {c.text.splitlines()[0][:90]}")
             for s in b.teardown:
-                rc, out = runner.run(s)
+                rc, out = runner.run("set -e\n" + s)
                 if rc != 0:
                     results.append(Result(b, None, None, f"hidden teardown failed (exit {rc}):\n{out[-2000:]}"))
     finally:
@@ -427,10 +447,10 @@ def find_pages(patterns: list[str]) -> list[str]:
         matches = sorted(str(p.relative_to(ROOT)) for p in ROOT.glob(pat)) if any(
             ch in pat for ch in "*?[") else [pat]
         for m in matches:
-            p = Path(m)
-            rel = str((ROOT / p).resolve().relative_to(ROOT)) if (ROOT / p).exists() else m
-            if not (ROOT / rel).is_file():
+            full = (ROOT / m).resolve()
+            if not full.is_file():
                 raise FileNotFoundError(m)
+            rel = str(full.relative_to(ROOT)) if full.is_relative_to(ROOT) else str(full)
             if rel not in pages:
                 pages.append(rel)
     return pages
