@@ -423,16 +423,19 @@ def differences(results: list[Result], max_lines: int = 30) -> list[str]:
     return reports
 
 
-def rewrite(path: Path, results: list[Result]) -> bool:
-    """Put the real output of every command that ran into the page; True when the file changed."""
-    lines = path.read_text().split("\n")
+def rewrite(path: Path, results: list[Result], parsed_text: str) -> bool:
+    """Put the real output of every command that ran into the page; True when the file changed.
+    A page edited while its commands ran is left alone (the line numbers no longer hold)."""
+    if path.read_text() != parsed_text:
+        raise RuntimeError(f"{path}: changed while its commands ran; not rewritten (run again)")
+    lines = parsed_text.split("\n")
     edits = sorted(((r.command.out_start, len(r.command.output), r.actual) for r in results
                     if r.command is not None and r.actual is not None and not r.error),
                    key=lambda e: e[0], reverse=True)
     for start, n, new in edits:
         lines[start:start + n] = new
     text = "\n".join(lines)
-    if text != path.read_text():
+    if text != parsed_text:
         path.write_text(text)
         return True
     return False
@@ -459,7 +462,8 @@ def find_pages(patterns: list[str]) -> list[str]:
 def check_pages(pages: list[str], run_slow: bool = False, jobs: int = 1, write: bool = False,
                 keep: bool = False, log=None) -> tuple[list[str], dict[str, float]]:
     """Run the pages; returns (difference reports, seconds per page). Used by tests/test_docs.py."""
-    parsed = {p: parse_page(p, (ROOT / p).read_text()) for p in pages}
+    texts = {p: (ROOT / p).read_text() for p in pages}
+    parsed = {p: parse_page(p, texts[p]) for p in pages}
 
     def one(page: str):
         t0 = time.monotonic()
@@ -473,9 +477,11 @@ def check_pages(pages: list[str], run_slow: bool = False, jobs: int = 1, write: 
         for page, res, secs in pool.map(one, todo):
             seconds[page] = secs
             reports.extend(differences(res))
-            if write and rewrite(ROOT / page, res):
-                if log:
+            try:
+                if write and rewrite(ROOT / page, res, texts[page]) and log:
                     log(f"{page}: rewritten")
+            except RuntimeError as e:
+                reports.append(str(e))
     return reports, seconds
 
 

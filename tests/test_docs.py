@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -121,6 +122,7 @@ def test_normalise_keeps_real_changes(shown, now):
 # ---- the docs ------------------------------------------------------------------------------
 
 
+@pytest.mark.skipif(shutil.which("jq") is None, reason="the docs' commands use jq (apt-get install jq)")
 def test_every_shown_command_still_prints_what_the_docs_show():
     pages = console.find_pages(console.DEFAULT_PAGES)
     jobs = min(4, os.cpu_count() or 1)
