@@ -35,7 +35,8 @@ wrote. Directives, in HTML comments (not rendered) right before a block:
 * ``<!-- console: skip REASON -->``: never run (shown for illustration only, e.g. needs a GPU).
 * ``<!-- console-teardown ... -->`` right after a block: bash lines run after it.
 
-Comparison (``--check``) normalises both sides; the file always keeps the real output:
+``--write`` rewrites only the outputs that really changed; ``--write --refresh`` rewrites every
+output that ran (new timings too). Comparison normalises both sides; the file keeps real output:
 timings (``time_ms`` objects, ``*_ms``/``*_s`` fields, ``0.52 s``, ``12.3/s``, ``ms``/``min`` figures),
 cache digests (``-85953e8dbaa066ec``), temporary names (``tmpab12cd``), the site-packages folder,
 floats to 3 significant digits (and anything below 1e-4 in size as one value), runs of spaces and
@@ -423,14 +424,17 @@ def differences(results: list[Result], max_lines: int = 30) -> list[str]:
     return reports
 
 
-def rewrite(path: Path, results: list[Result], parsed_text: str) -> bool:
-    """Put the real output of every command that ran into the page; True when the file changed.
-    A page edited while its commands ran is left alone (the line numbers no longer hold)."""
+def rewrite(path: Path, results: list[Result], parsed_text: str, refresh: bool = False) -> bool:
+    """Put the real output of the commands that ran into the page; True when the file changed.
+    An output that matches after normalisation (only timings, digests or float noise differ) is
+    kept as it is, so that a rewrite shows only real changes, unless `refresh`. A page edited while
+    its commands ran is left alone (the line numbers no longer hold)."""
     if path.read_text() != parsed_text:
         raise RuntimeError(f"{path}: changed while its commands ran; not rewritten (run again)")
     lines = parsed_text.split("\n")
     edits = sorted(((r.command.out_start, len(r.command.output), r.actual) for r in results
-                    if r.command is not None and r.actual is not None and not r.error),
+                    if r.command is not None and r.actual is not None and not r.error
+                    and (refresh or normalise("\n".join(r.command.output)) != normalise("\n".join(r.actual)))),
                    key=lambda e: e[0], reverse=True)
     for start, n, new in edits:
         lines[start:start + n] = new
@@ -460,7 +464,7 @@ def find_pages(patterns: list[str]) -> list[str]:
 
 
 def check_pages(pages: list[str], run_slow: bool = False, jobs: int = 1, write: bool = False,
-                keep: bool = False, log=None) -> tuple[list[str], dict[str, float]]:
+                keep: bool = False, log=None, refresh: bool = False) -> tuple[list[str], dict[str, float]]:
     """Run the pages; returns (difference reports, seconds per page). Used by tests/test_docs.py."""
     texts = {p: (ROOT / p).read_text() for p in pages}
     parsed = {p: parse_page(p, texts[p]) for p in pages}
@@ -478,7 +482,7 @@ def check_pages(pages: list[str], run_slow: bool = False, jobs: int = 1, write: 
             seconds[page] = secs
             reports.extend(differences(res))
             try:
-                if write and rewrite(ROOT / page, res, texts[page]) and log:
+                if write and rewrite(ROOT / page, res, texts[page], refresh) and log:
                     log(f"{page}: rewritten")
             except RuntimeError as e:
                 reports.append(str(e))
@@ -494,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--page", action="append", metavar="FILE",
                     help="only this page (repeatable; globs allowed); default README.md and docs/*.md")
     ap.add_argument("--all", action="store_true", help="also run blocks marked slow")
+    ap.add_argument("--refresh", action="store_true",
+                    help="with --write: also rewrite outputs that differ only in timings, digests or float noise")
     ap.add_argument("-j", "--jobs", type=int, default=1, help="pages run in parallel (default 1)")
     ap.add_argument("--keep", action="store_true", help="keep each page's work folder (to debug)")
     ap.add_argument("-q", "--quiet", action="store_true", help="no per-command progress on stderr")
@@ -514,7 +520,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     log = None if a.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     t0 = time.monotonic()
-    reports, seconds = check_pages(pages, a.all, a.jobs, a.write, a.keep, log)
+    if a.refresh and not a.write:
+        ap.error("--refresh goes with --write")
+    reports, seconds = check_pages(pages, a.all, a.jobs, a.write, a.keep, log, a.refresh)
     for r in reports:
         print(r + "\n")
     total = time.monotonic() - t0
