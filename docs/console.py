@@ -248,7 +248,10 @@ def normalise(text: str) -> str:
         out.append(line)
     while out and not out[-1]:
         out.pop()
-    return "\n".join(out)
+    # cvtool's own messages (stderr) and the records (stdout, often through jq, which writes when
+    # it ends) may interleave differently from run to run: each keeps its order, not their mix.
+    mine = [line for line in out if line.startswith("cvtool:")]
+    return "\n".join([line for line in out if not line.startswith("cvtool:")] + (["--"] + mine if mine else []))
 
 
 # ------------------------------------------------------------------------------------- running
