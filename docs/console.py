@@ -529,10 +529,13 @@ def main(argv: list[str] | None = None) -> int:
     for r in reports:
         print(r + "\n")
     total = time.monotonic() - t0
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     per = ", ".join(f"{p} {s:.0f} s" for p, s in seconds.items())
     verb = "rewritten" if a.write else "checked"
-    print(f"console.py: {len(seconds)} page(s) {verb} in {total:.0f} s ({per}); "
-          f"{len(reports)} difference(s)", file=sys.stderr)
+    print(f"console.py: {len(seconds)} page(s) {verb} in {total:.0f} s wall, {ru.ru_utime + ru.ru_stime:.0f} s CPU "
+          f"({per}); {len(reports)} difference(s)", file=sys.stderr)
     return 1 if reports else 0
 
 
