@@ -33,6 +33,8 @@ wrote. Directives, in HTML comments (not rendered) right before a block:
   but does not show (tiny local models, a clip).
 * ``<!-- console: slow REASON -->``: run only with ``--all`` (tests skip it). Keep rare.
 * ``<!-- console: skip REASON -->``: never run (shown for illustration only, e.g. needs a GPU).
+* ``<!-- console-ignore: REGEX -->``: what the (Python) regular expression matches is left out of
+  the comparison, for figures the general rules below cannot recognise (timings in CSV columns).
 * ``<!-- console-teardown ... -->`` right after a block: bash lines run after it.
 
 ``--write`` rewrites only the outputs that really changed; ``--write --refresh`` rewrites every
@@ -83,9 +85,10 @@ class Block:
     teardown: list[str] = field(default_factory=list)
     slow: str | None = None
     skip: str | None = None
+    ignore: list[str] = field(default_factory=list)  # regexes blanked out before comparing
 
 
-_DIRECTIVE = re.compile(r"<!--\s*console(-setup|-teardown|-env)?\s*:?\s*(.*?)\s*-->", re.S)
+_DIRECTIVE = re.compile(r"<!--\s*console(-setup|-teardown|-env|-ignore)?\s*:?\s*(.*?)\s*-->", re.S)
 _ENV = re.compile(r"<!--\s*console-env\s*:?\s*(.*?)\s*-->", re.S)
 
 
@@ -169,6 +172,9 @@ def parse_page(page: str, text: str) -> list[Block]:
             kind, body = m.group(1), m.group(2)
             if kind == "-setup":
                 block.setup.append(_script(c))
+            elif kind == "-ignore":
+                re.compile(body)  # a bad pattern fails here, naming nothing else
+                block.ignore.append(body)
             elif kind is None:
                 word, _, reason = body.partition(" ")
                 if word == "slow":
@@ -401,6 +407,13 @@ def run_page(page: str, blocks: list[Block], run_slow: bool, keep: bool = False,
 # ---------------------------------------------------------------------------------- reporting
 
 
+def _compared(block: Block, lines: list[str]) -> str:
+    text = "\n".join(lines)
+    for rx in block.ignore:
+        text = re.sub(rx, "<ignored>", text)
+    return normalise(text)
+
+
 def differences(results: list[Result], max_lines: int = 30) -> list[str]:
     """One report per command whose output no longer matches (after normalisation)."""
     reports = []
@@ -416,7 +429,7 @@ def differences(results: list[Result], max_lines: int = 30) -> list[str]:
         if r.error:
             reports.append(f"{head}\n  {r.error}")
             continue
-        want, got = normalise("\n".join(c.output)), normalise("\n".join(r.actual))
+        want, got = _compared(r.block, c.output), _compared(r.block, r.actual)
         if want == got:
             continue
         diff = list(difflib.unified_diff(want.split("\n"), got.split("\n"), "shown", "now", n=1,
@@ -437,7 +450,7 @@ def rewrite(path: Path, results: list[Result], parsed_text: str, refresh: bool =
     lines = parsed_text.split("\n")
     edits = sorted(((r.command.out_start, len(r.command.output), r.actual) for r in results
                     if r.command is not None and r.actual is not None and not r.error
-                    and (refresh or normalise("\n".join(r.command.output)) != normalise("\n".join(r.actual)))),
+                    and (refresh or _compared(r.block, r.command.output) != _compared(r.block, r.actual))),
                    key=lambda e: e[0], reverse=True)
     for start, n, new in edits:
         lines[start:start + n] = new

@@ -134,3 +134,11 @@ def test_every_shown_command_still_prints_what_the_docs_show():
                          "(rewrite with `python docs/console.py --write --page PAGE` after checking the "
                          "change is right):\n\n" + "\n\n".join(reports))
     print(f"docs checked in {took:.0f} s ({slowest})")
+
+
+def test_ignore_directive_leaves_out_what_its_pattern_matches(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("<!-- console-ignore: (?<=row,)\\d+ -->\n```console\n$ echo row,$((6 * 7)),end\nrow,13,end\n```\n")
+    assert console.check_pages([str(page)])[0] == []
+    page.write_text("```console\n$ echo row,$((6 * 7)),end\nrow,13,end\n```\n")
+    assert len(console.check_pages([str(page)])[0]) == 1
