@@ -105,6 +105,8 @@ def _script(comment: str) -> str:
 def page_env(text: str) -> list[str]:
     """The page's `<!-- console-env: NAME=VALUE ... -->` lines, wherever they are."""
     return [m.group(1) for m in _ENV.finditer(text)]
+
+
 _HEREDOC = re.compile(r"<<-?\s*(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\1")
 
 
