@@ -284,14 +284,14 @@ class PageRunner:
         self.bin = self.work / "bin"
         for d in (self.tmp, self.cwd, self.bin, self.work / "hf", self.work / "torch"):
             d.mkdir(parents=True)
-        # The commands run in a copy of the repository's top level: sample_images/ copied (so that
-        # `find sample_images` and relative sources behave as in the repository), the rest linked;
-        # what a command writes (runs/, out.json, ...) lands here, not in the repository.
-        for entry in ROOT.iterdir():
-            if entry.name == "sample_images":
-                shutil.copytree(entry, self.cwd / entry.name)
-            elif not entry.name.startswith("."):
-                (self.cwd / entry.name).symlink_to(entry)
+        # The commands run in a stand-in for the repository root: sample_images/ copied (so that
+        # `find sample_images` and relative sources behave as in the repository), the source folders
+        # linked; what a command writes (runs/, out.json, ...) lands here, not in the repository, and
+        # nothing a developer left in the root (an old runs/) is seen.
+        shutil.copytree(ROOT / "sample_images", self.cwd / "sample_images")
+        for name in ("cvtool", "docs", "tests", "benchmarks", "pyproject.toml", "README.md"):
+            if (ROOT / name).exists():
+                (self.cwd / name).symlink_to(ROOT / name)
         py = sys.executable
         shims = {
             # the console script's own entry point, so that --help says "cvtool", not "python -m cvtool"
