@@ -282,9 +282,15 @@ def export(model: LoadedModel, out: str | os.PathLike, opts: ExportOptions, over
             raise ExportError(f"{model.name} only takes {pre.crop}x{pre.crop} inputs (--imgsz {opts.imgsz} refused)")
         if opts.imgsz < 32:
             raise ExportError("--imgsz must be at least 32")
-        pre = Preprocess(resize=round(opts.imgsz * pre.resize / pre.crop) if pre.resize else 0, crop=opts.imgsz,
-                         mean=pre.mean, std=pre.std, interpolation=pre.interpolation, letterbox=pre.letterbox)
+        if not pre.fixed_size:
+            raise ExportError(f"{model.name} takes each picture at its own size ({pre.kind} resize); "
+                              "--imgsz does not apply")
+        pre = dataclasses.replace(pre, resize=round(opts.imgsz * pre.resize / pre.crop) if pre.resize else 0,
+                                  crop=opts.imgsz)
         model = dataclasses.replace(model, preprocess=pre)
+    # Models fed each picture at its own size (the semantic segmenters) always export with a
+    # free height and width.
+    dynamic_size = opts.dynamic_size or not pre.fixed_size
     if opts.dynamic_size and sizes != "dynamic":
         why = ("its exported graph depends on the input size (e.g. TF 'SAME' padding, adaptive "
                "pooling to a fixed grid)" if sizes == "static" else "it only takes its trained input size")
@@ -308,8 +314,8 @@ def export(model: LoadedModel, out: str | os.PathLike, opts: ExportOptions, over
                 source=(model.name if model.weights_origin in ("package", "cache", "download")
                         else f"{model.name} with weights {model.weights_path}"),
                 input_shape=json.dumps(["batch" if opts.batch is None else opts.batch,
-                                        "height" if opts.dynamic_size else pre.crop,
-                                        "width" if opts.dynamic_size else pre.crop, 3]))
+                                        "height" if dynamic_size else pre.crop,
+                                        "width" if dynamic_size else pre.crop, 3]))
     if opts.half:
         meta["input_layout"] += "; fp16 weights and output"
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=".onnx")
@@ -320,7 +326,7 @@ def export(model: LoadedModel, out: str | os.PathLike, opts: ExportOptions, over
         try:
             export_onnx(_torch_net(model, torch_dev, opts.half), tmp, (pre.crop, pre.crop, 3), meta,
                         opts.opset, dynamic_batch=opts.batch is None, batch=opts.batch or 1,
-                        dynamic_size=opts.dynamic_size, device=torch_dev, extra_inputs=model.extra_inputs())
+                        dynamic_size=dynamic_size, device=torch_dev, extra_inputs=model.extra_inputs())
         except ModelError:
             raise
         except Exception as e:  # exporter limitation: say which

@@ -114,6 +114,7 @@ class LoadedModel:
             metadata=self.metadata(),
             opset=opset or DEFAULT_OPSET,
             extra_inputs=self.extra_inputs(),
+            dynamic_size=not self.preprocess.fixed_size,
         )
 
     def extra_inputs(self) -> dict:

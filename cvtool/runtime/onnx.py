@@ -102,7 +102,8 @@ def set_metadata(model, metadata: dict[str, str]) -> None:
 
 def cached_export(cache_dir: Path, name: str, key_fields: dict, build: Callable[[], object],
                   input_shape: tuple[int, int, int], metadata: dict[str, str],
-                  opset: int = DEFAULT_OPSET, extra_inputs: dict | None = None) -> tuple[Path, bool]:
+                  opset: int = DEFAULT_OPSET, extra_inputs: dict | None = None,
+                  dynamic_size: bool = False) -> tuple[Path, bool]:
     """Return ``(path, exported_now)`` of the cached ONNX file, exporting it if missing."""
     from cvtool import __version__
 
@@ -117,7 +118,7 @@ def cached_export(cache_dir: Path, name: str, key_fields: dict, build: Callable[
     path = Path(cache_dir) / f"{name}-{export_key(fields)}.onnx"
     if path.is_file():
         return path, False
-    export_onnx(build(), path, input_shape, metadata, opset, extra_inputs=extra_inputs)
+    export_onnx(build(), path, input_shape, metadata, opset, extra_inputs=extra_inputs, dynamic_size=dynamic_size)
     return path, True
 
 

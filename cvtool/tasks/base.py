@@ -133,7 +133,10 @@ def make_runner(model: LoadedModel, backend: str = "auto", device: str = "auto",
 
 
 def _image_loader(preprocess, opts: RunOptions) -> Callable[[str], Prepared]:
-    draft = None if opts.keep_pixels else preprocess.draft_size
+    """The network input is always made the same way, whatever the output options: from the
+    decode that ``preprocess.draft_size`` allows. When the full picture is wanted too (``--save``
+    and friends) and that decode was reduced, the picture is decoded again, in full, for them."""
+    draft = preprocess.draft_size
 
     def load(path: str) -> Prepared:
         t0 = time.perf_counter()
@@ -141,8 +144,11 @@ def _image_loader(preprocess, opts: RunOptions) -> Callable[[str], Prepared]:
         t1 = time.perf_counter()
         tensor = preprocess(dec.rgb)
         t2 = time.perf_counter()
-        frame = Frame(path, dec.rgb if opts.keep_pixels else None, dec.orig_size,
-                      meta={"mode": dec.mode, "format": dec.format})
+        pixels = None
+        if opts.keep_pixels:
+            reduced = (dec.rgb.shape[1], dec.rgb.shape[0]) != dec.orig_size
+            pixels = decode_image(path, opts.max_pixels).rgb if reduced else dec.rgb
+        frame = Frame(path, pixels, dec.orig_size, meta={"mode": dec.mode, "format": dec.format})
         return Prepared(frame, tensor, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
 
     return load
@@ -155,6 +161,22 @@ def _prepare_video_frame(frame: Frame, preprocess, keep: bool) -> Prepared:
     if not keep:
         frame.rgb = None
     return Prepared(frame, tensor, 0.0, dt)
+
+
+def _infer_by_shape(runner: Runner, postprocess, ready: list[Prepared]) -> list[dict]:
+    """Run ``ready`` through the runner, one batch per input shape (variable-size models such
+    as the semantic segmenters and R-CNN detectors get pictures of different sizes), and return
+    the postprocessed fields in ``ready``'s order."""
+    extra = getattr(postprocess, "extra_inputs", None)
+    groups: dict[tuple, list[int]] = {}
+    for i, p in enumerate(ready):
+        groups.setdefault(p.tensor.shape, []).append(i)
+    results: list[dict | None] = [None] * len(ready)
+    for idx in groups.values():
+        out = runner(np.stack([ready[i].tensor for i in idx]), extra)
+        for i, fields in zip(idx, postprocess(out, [ready[i].frame for i in idx])):
+            results[i] = fields
+    return results  # type: ignore[return-value]
 
 
 def run(task_name: str, model: LoadedModel, runner: Runner, sources: Iterable[Source],
@@ -190,9 +212,8 @@ def run(task_name: str, model: LoadedModel, runner: Runner, sources: Iterable[So
         infer_ms = 0.0
         if ready:
             t0 = time.perf_counter()
-            out = runner(np.stack([p.tensor for p in ready]), getattr(postprocess, "extra_inputs", None))
+            results = _infer_by_shape(runner, postprocess, ready)
             infer_ms = (time.perf_counter() - t0) * 1e3 / len(ready)
-            results = postprocess(out, [p.frame for p in ready])
         it = iter(results)
         for item in window:
             if isinstance(item, Failed):

