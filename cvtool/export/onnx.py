@@ -189,6 +189,12 @@ def _pictures(model: LoadedModel, folder: str | None, limit: int | None = None) 
             break
     if not out:
         raise ExportError(f"{folder}: no readable images to check with" if folder else "no bundled photos")
+    if len({a.shape for a in out}) > 1:
+        # Variable-size models (each picture at its reference size): one batch needs one shape,
+        # so each input is cut to the common part, centred; still real pixels at the real scale.
+        h, w = min(a.shape[0] for a in out), min(a.shape[1] for a in out)
+        out = [a[(a.shape[0] - h) // 2:(a.shape[0] - h) // 2 + h, (a.shape[1] - w) // 2:(a.shape[1] - w) // 2 + w]
+               for a in out]
     return np.stack(out)
 
 

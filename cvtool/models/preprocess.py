@@ -64,11 +64,10 @@ def shorter_side_size(width: int, height: int, size: int) -> tuple[int, int]:
 
 
 def rcnn_size(width: int, height: int, min_size: int, max_size: int) -> tuple[int, int]:
-    """(w, h) after ``GeneralizedRCNNTransform``'s resize: the scale is computed in float32 as
-    ``torch.min(min_size / short, max_size / long)`` and each side becomes
+    """(w, h) after ``GeneralizedRCNNTransform``'s resize (eager mode): the scale is
+    ``min(min_size / short, max_size / long)`` in Python floats and each side becomes
     ``floor(side * scale)`` (``F.interpolate(scale_factor=..., recompute_scale_factor=True)``)."""
-    short, long = np.float32(min(width, height)), np.float32(max(width, height))
-    scale = float(min(np.float32(min_size) / short, np.float32(max_size) / long))
+    scale = min(min_size / min(width, height), max_size / max(width, height))
     return max(1, math.floor(width * scale)), max(1, math.floor(height * scale))
 
 
@@ -114,6 +113,19 @@ class Preprocess:
     @classmethod
     def from_json(cls, s: str) -> "Preprocess":
         return cls.from_dict(json.loads(s))
+
+    def at_size(self, size: int) -> "Preprocess":
+        """The same preprocessing for a network input of ``size`` (``--imgsz``): the square's
+        side for fixed-size kinds (the resize target scaled alike), the shorter side otherwise
+        (R-CNN's longer-side limit scaled alike)."""
+        from dataclasses import replace
+
+        scale = size / (self.crop or size)
+        if self.kind == "shorter":
+            return replace(self, resize=size, crop=size)
+        if self.kind == "rcnn":
+            return replace(self, resize=size, crop=size, max_size=round(self.max_size * size / self.resize))
+        return replace(self, crop=size, resize=round(self.resize * scale) if self.resize else 0)
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
         """(w, h) of the network input for a ``width``×``height`` picture."""
@@ -180,7 +192,7 @@ class Preprocess:
             method = {"bicubic": Image.Resampling.BICUBIC, "nearest": Image.Resampling.NEAREST
                       }.get(self.interpolation, Image.Resampling.BILINEAR)
             im = Image.fromarray(np.ascontiguousarray(rgb))
-            return np.asarray(im.resize(size, method, box=box))
+            return np.array(im.resize(size, method, box=box))  # writable, as callers may expect
         import cv2
 
         if box is not None:  # not used by any registered model; keep the geometry exact anyway
