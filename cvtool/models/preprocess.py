@@ -191,7 +191,8 @@ class Preprocess:
 
             method = {"bicubic": Image.Resampling.BICUBIC, "nearest": Image.Resampling.NEAREST
                       }.get(self.interpolation, Image.Resampling.BILINEAR)
-            im = Image.fromarray(np.ascontiguousarray(rgb))
+            rgb = np.ascontiguousarray(rgb)
+            im = Image.frombuffer("RGB", (w, h), rgb, "raw", "RGB", 0, 1)  # cheaper than fromarray
             return np.array(im.resize(size, method, box=box))  # writable, as callers may expect
         import cv2
 
