@@ -198,12 +198,14 @@ class Infer:
                         None if math.isnan(r["timestamp"]) else r["timestamp"]) for r in ready]
         if ready:
             try:
-                tensors = np.stack([np.frombuffer(r["tensor"], np.dtype(r["dtype"])).reshape(
-                    tuple(int(x) for x in r["shape"].split(","))) for r in ready])
+                from cvtool.tasks.base import Prepared, _infer_by_shape
+
+                prepared = [Prepared(f, np.frombuffer(r["tensor"], np.dtype(r["dtype"])).reshape(
+                    tuple(int(x) for x in r["shape"].split(","))), 0.0, 0.0) for r, f in zip(ready, frames)]
                 t0 = time.perf_counter()
-                out = self.runner(tensors, getattr(self.postprocess, "extra_inputs", None))
+                # one runner call per input shape (segmenters take each picture at its own size)
+                results = _infer_by_shape(self.runner, self.postprocess, prepared)
                 infer_ms = (time.perf_counter() - t0) * 1e3 / len(ready)
-                results = self.postprocess(out, frames)
             except Exception as e:  # one bad batch becomes error records, not a failed job
                 failure = f"inference failed: {type(e).__name__}: {str(e)[:300]}"
         records = []
