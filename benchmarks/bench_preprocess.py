@@ -121,7 +121,8 @@ def cost_table(rounds: int) -> None:
     print("| step | ms per picture (1 thread) |")
     print("|---|---:|")
     print(f"| decode (full) | {dec:.2f} |")
-    print(f"| preprocess ({pre.kind}, {pre.interpolation}, antialiased) | {prep:.2f} |")
+    aa = "antialiased" if pre.antialias else "no antialiasing"
+    print(f"| preprocess ({pre.kind}, {pre.interpolation}, {aa}) | {prep:.2f} |")
     print(f"| both | {dec + prep:.2f} |")
 
 

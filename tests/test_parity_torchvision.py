@@ -11,8 +11,9 @@ Tolerances, in grey levels of the uint8 network input (what both backends receiv
 * the same against torchvision's tensor path (``F.resize(antialias=True)`` on a uint8 tensor):
   no further from it than torchvision's own PIL path is (bilinear: max 1, mean ≈ 0.2; bicubic:
   the two reference paths themselves differ by up to 7 on sharp edges), and mean |Δ| ≤ 0.25;
-* resizes without antialiasing (R-CNN family, SSD) against the transform's float output:
-  max |Δ| ≤ 0.5 (+ float noise), which is the uint8 rounding of the network input itself.
+* resizes without antialiasing (R-CNN family, SSD, EfficientNet-Lite0) against the float
+  reference: max |Δ| ≤ 0.8 and mean ≤ 0.3: the uint8 rounding of the network input (0.5) plus
+  OpenCV's 11-bit fixed-point interpolation weights (measured: at most 0.76).
 
 End to end, the classifier's top-5 classes and scores, the segmenter's argmax at the picture's
 resolution and the detectors' boxes and scores must agree; detectors are compared on pictures
@@ -106,7 +107,7 @@ def test_lite0_input_is_a_bilinear_resize_without_antialiasing(photos):
     """EfficientNet-Lite0's reference (TensorFlow's evaluation: centre 224/256 of the shorter
     side, bilinear resize without antialiasing) written with torchvision's functional ops on
     float pixels: ``F.resize(antialias=False)`` to a shorter side of 256, ``F.center_crop(224)``.
-    Within the uint8 rounding of the network input (0.5 grey level)."""
+    Within 0.8 grey level (see the module docstring)."""
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import functional as F
 
@@ -116,7 +117,7 @@ def test_lite0_input_is_a_bilinear_resize_without_antialiasing(photos):
         x = torch.from_numpy(rgb.copy()).permute(2, 0, 1).double()
         ref = F.center_crop(F.resize(x, [256], InterpolationMode.BILINEAR, antialias=False), [224])
         d = np.abs(pre(rgb).astype(np.float64) - _grey(ref))
-        assert d.max() <= 0.5 + 1e-3 and d.mean() <= 0.26, (key, d.max(), d.mean())
+        assert d.max() <= 0.8 and d.mean() <= 0.3, (key, d.max(), d.mean())
 
 
 def test_normalisation_inside_the_model_equals_the_transform(photos):
@@ -252,7 +253,7 @@ def test_segment_argmax_equals_the_reference_pipeline(backend, lraspp, photos):
                                   "ssdlite320_mobilenet_v3_large", "ssd300_vgg16"])
 def test_detector_input_equals_its_own_transform(name, photos):
     """cvtool resizes as the model's GeneralizedRCNNTransform does (then tells it not to):
-    the same size, and pixels within the uint8 rounding of the transform's float output."""
+    the same size, and pixels within 0.8 grey level of the transform's float output."""
     from cvtool.models.registry import get
 
     spec = get(name)
@@ -268,7 +269,7 @@ def test_detector_input_equals_its_own_transform(name, photos):
         ours = pre(rgb).astype(np.float64)
         assert ours.shape == ref.shape, (key, ours.shape, ref.shape)
         d = np.abs(ours - ref)
-        assert d.max() <= 0.5 + 1e-2 and d.mean() <= 0.26, (key, d.max(), d.mean())
+        assert d.max() <= 0.8 and d.mean() <= 0.3, (key, d.max(), d.mean())
 
 
 # -- detectors: end to end ------------------------------------------------------------------
