@@ -24,7 +24,6 @@ rounding that any uint8 input implies (shown by the reference itself against its
 
 from __future__ import annotations
 
-import io
 
 import numpy as np
 import pytest

@@ -23,7 +23,6 @@ from typing import Callable
 import numpy as np
 
 from cvtool.models.loader import LoadedModel, ModelError
-from cvtool.models.preprocess import Preprocess
 from cvtool.runtime.device import Device, DeviceError, parse_device
 from cvtool.runtime.onnx import DEFAULT_OPSET, META_PREFIX, export_onnx, read_metadata, set_metadata
 
