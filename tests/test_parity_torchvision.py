@@ -24,7 +24,6 @@ rounding that any uint8 input implies (shown by the reference itself against its
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
@@ -398,3 +397,19 @@ def test_records_do_not_depend_on_output_options(big_photo, lraspp, cli, tmp_pat
         res = cli(*base, *extra)
         assert res.exit_code == 0, res.stderr
         _same(plain, jsonl(res.stdout))
+
+
+def test_preprocessing_written_before_kinds_existed_still_loads():
+    """ONNX metadata and checkpoints written by earlier versions have no ``kind``: it follows
+    from ``letterbox`` and ``resize`` as those versions meant them."""
+    from cvtool.models.preprocess import Preprocess
+
+    old = '{"crop": 520, "interpolation": "bilinear", "letterbox": true, "mean": [0.485, 0.456, 0.406], ' \
+          '"resize": 0, "std": [0.229, 0.224, 0.225]}'
+    p = Preprocess.from_json(old)
+    assert (p.kind, p.letterbox, p.antialias, p.fixed_size) == ("letterbox", True, True, True)
+    assert Preprocess.from_dict({"resize": 0, "crop": 300, "mean": [0] * 3, "std": [1] * 3}).kind == "stretch"
+    q = Preprocess.from_dict({"resize": 256, "crop": 224, "mean": [0.5] * 3, "std": [0.5] * 3})
+    assert q.kind == "crop" and Preprocess.from_json(q.to_json()) == q
+    r = Preprocess(kind="rcnn", resize=800, max_size=1333, crop=800, antialias=False)
+    assert Preprocess.from_json(r.to_json()) == r and not r.fixed_size
