@@ -123,7 +123,9 @@ def test_models_info_and_pull_offline(cli):
     res = cli("models", "info", "efficientnet_lite0")
     info = json.loads(res.stdout)
     assert info["task"] == "classify" and info["weights"]["license"] == "Apache-2.0"
-    assert info["preprocess"]["mean"] == [0.5, 0.5, 0.5] and info["weights"]["in_package"]
+    # Google's EfficientNet-Lite evaluation normalises as (x - 127) / 128 (lite/efficientnet_lite_builder.py)
+    assert info["preprocess"]["mean"] == [127 / 255] * 3 and info["preprocess"]["std"] == [128 / 255] * 3
+    assert info["weights"]["in_package"]
     res = cli("models", "pull", "resnet50")
     assert res.exit_code == 2 and "CVTOOL_OFFLINE" in res.stderr
     res = cli("models", "info", "nosuch")

@@ -228,7 +228,8 @@ from test_segment import SEM, lraspp  # noqa: E402,F401
 def test_depth_and_segment_on_ray_give_the_local_records(ray_local, cli, samples, tmp_path, tiny, lraspp):
     """The engine is task-generic: depth (a Hugging Face model folder) and segment (a torchvision
     state_dict) give the same records on Ray as locally."""
-    photos = [samples / "cat.jpg", samples / "coffee.jpg", tmp_path / "missing.jpg"]
+    # cat (780x520 for the segmenter) and astronaut (520x520) share a batch of two: one runner call per shape
+    photos = [samples / "cat.jpg", samples / "astronaut.jpg", samples / "coffee.jpg", tmp_path / "missing.jpg"]
     for args in (("depth", "--weights", tiny, "--imgsz", "56"), ("segment", "--model", SEM, "--weights", lraspp)):
         local = cli(*args, *photos)
         assert local.exit_code == 1

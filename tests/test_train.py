@@ -182,7 +182,8 @@ def test_transfer_learning_from_the_bundled_efficientnet(cli, runs, tiny_folder)
     cfg = json.loads((Path(rec["run"]) / "config.json").read_text())["resolved"]
     assert cfg["trainable_parameters"] == 1280 * 3 + 3  # only the new head
     assert "new head _fc.bias, _fc.weight for 3 classes; backbone frozen" in cfg["model_note"]
-    assert cfg["preprocess"]["mean"] == [0.5, 0.5, 0.5]  # the pretrained weights' own normalisation
+    assert cfg["preprocess"]["mean"] == [127 / 255] * 3  # the pretrained weights' own normalisation
+    assert cfg["preprocess"]["antialias"] is False  # and their own resize (TF bilinear)
     res = cli("classify", ROOT / "sample_images" / "coffee.jpg", "--model", Path(rec["run"]) / "best.pt",
               "-k", "1", "--backend", "torch")
     assert res.exit_code == 0, res.stderr

@@ -65,7 +65,7 @@ def detect(
             if sizes != "dynamic" or (loaded.spec and loaded.spec.exportable):
                 raise ModelError(f"--imgsz {imgsz}: export {loaded.name} at that size "
                                  "(`cvtool export --imgsz`) and pass the file with --model")
-            loaded = dataclasses.replace(loaded, preprocess=dataclasses.replace(loaded.preprocess, crop=imgsz))
+            loaded = dataclasses.replace(loaded, preprocess=loaded.preprocess.at_size(imgsz))
         wanted = parse_classes(classes, loaded.labels)
     except (ModelError, ClassesError, EvalError) as e:
         raise c.fail(str(e)) from None

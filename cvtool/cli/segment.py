@@ -27,7 +27,7 @@ def segment(
     classes: Annotated[Optional[str], typer.Option("--classes", help="Only these classes: names or ids, comma-separated (semantic: other classes' pixels become background).")] = None,
     conf: Annotated[float, typer.Option("--conf", min=0.0, max=1.0, help="Instances: minimum score of an object.")] = 0.5,
     max_det: Annotated[int, typer.Option("--max-det", min=1, max=100, help="Instances: at most this many objects per picture.")] = 100,
-    imgsz: o.Imgsz("Network input size (the picture is letterboxed into an imgsz square; default 520, Mask R-CNN 800).") = None,
+    imgsz: o.Imgsz("Shorter side of the network input (the reference: 520; Mask R-CNN 800, longer side scaled from 1333).") = None,
     save: o.Save("Folder for class-index PNG masks (instances: one PNG per object) and coloured overlays.") = None,
     eval_gt: o.Eval("Folder of ground-truth class-index PNG masks, matched by file stem (255 = ignore): print mIoU and per-class IoU.") = None,
     eval_json: Annotated[Optional[Path], typer.Option("--eval-json", help="With --eval: also write the scores to this JSON file.")] = None,
@@ -70,10 +70,10 @@ def segment(
         if imgsz is not None and loaded.foreign is not None:  # another exporter's file
             loaded = with_imgsz(loaded, imgsz)
         elif imgsz is not None and imgsz != loaded.preprocess.crop:
-            if loaded.kind == "onnx":
+            if loaded.kind == "onnx" and loaded.preprocess.fixed_size:
                 raise ModelError(f"--imgsz {imgsz}: {loaded.name} was exported at {loaded.preprocess.crop}x"
                                  f"{loaded.preprocess.crop}; export it again with `cvtool export --imgsz {imgsz}`")
-            loaded = dataclasses.replace(loaded, preprocess=dataclasses.replace(loaded.preprocess, crop=imgsz))
+            loaded = dataclasses.replace(loaded, preprocess=loaded.preprocess.at_size(imgsz))
         wanted = parse_classes(classes, loaded.labels)
     except (ModelError, ClassesError, EvalError) as e:
         raise c.fail(str(e)) from None

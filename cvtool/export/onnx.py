@@ -22,7 +22,6 @@ from typing import Callable
 import numpy as np
 
 from cvtool.models.loader import LoadedModel, ModelError
-from cvtool.models.preprocess import Preprocess
 from cvtool.runtime.device import Device, DeviceError, parse_device
 from cvtool.runtime.onnx import DEFAULT_OPSET, META_PREFIX, export_onnx, read_metadata, set_metadata
 
@@ -292,11 +291,10 @@ def export(model: LoadedModel, out: str | os.PathLike, opts: ExportOptions, over
         if hasattr(pre, "with_size"):  # a Hugging Face processor's settings: its target size
             pre = pre.with_size(opts.imgsz)
         else:
-            pre = Preprocess(resize=round(opts.imgsz * pre.resize / pre.crop) if pre.resize else 0, crop=opts.imgsz,
-                             mean=pre.mean, std=pre.std, interpolation=pre.interpolation, letterbox=pre.letterbox)
+            pre = pre.at_size(opts.imgsz)
         model = dataclasses.replace(model, preprocess=pre)
-    # Models fed at each picture's own size (Depth Anything keeps the aspect ratio) need free
-    # height and width in the graph.
+    # Models fed at each picture's own size (Depth Anything keeping the aspect ratio, the
+    # semantic segmenters' shorter-side resize) need free height and width in the graph.
     variable = not getattr(pre, "fixed_size", True)
     if variable and sizes != "dynamic":
         raise ExportError(f"{model.onnx_size_problem() or model.name + ' cannot export at a variable size'}; "

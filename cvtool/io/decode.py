@@ -122,7 +122,11 @@ def decode_bytes(data: bytes, max_pixels: int | None = None,
         rotated = orientation in (5, 6, 7, 8)  # the file's axes are swapped
         reduce = 1
         if draft is not None and fmt == "JPEG":
-            dh, dw = draft(h, w) if rotated else draft(w, h)
+            # draft speaks of the upright picture; (w, h) are the file's axes
+            if rotated:
+                dh, dw = draft(h, w)
+            else:
+                dw, dh = draft(w, h)
             while reduce < 8 and w // (reduce * 2) >= dw and h // (reduce * 2) >= dh:
                 reduce *= 2
         rgb = None

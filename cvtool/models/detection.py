@@ -81,13 +81,27 @@ class DetectWithNMS(nn.Module):
                           (c + self.first_class).unsqueeze(1).to(picked.dtype)], 1)
 
 
+def keep_input_size(transform, height: int, width: int) -> None:
+    """Make a torchvision ``GeneralizedRCNNTransform`` leave an ``height``×``width`` input at
+    its size: cvtool has already resized the picture exactly as the transform would have
+    (:class:`cvtool.models.preprocess.Preprocess` kinds "rcnn" and "stretch"), so its own resize
+    must be the identity (scale 1, bilinear at the same size changes no pixel)."""
+    transform.min_size = (min(height, width),)
+    transform.max_size = max(height, width)
+    if getattr(transform, "fixed_size", None) is not None:  # SSD: a fixed (w, h)
+        transform.fixed_size = (width, height)
+
+
 class TorchvisionDetector(nn.Module):
-    """Reads a torchvision detection model (which resizes, normalises and runs NMS itself) into
-    the same ``(K, 7)`` layout as :class:`DetectWithNMS`; the thresholds set the model's own.
+    """Reads a torchvision detection model (which normalises and runs NMS itself) into the
+    same ``(K, 7)`` layout as :class:`DetectWithNMS`; the thresholds set the model's own. The
+    input arrives already resized as the model's transform would resize it; the transform is
+    told to keep it as it is (:func:`keep_input_size`).
 
     Shape:
-        - Input: float ``(B, 3, S, S)`` in [0, 1], ``iou_threshold (1,)``, ``score_threshold (1,)``.
-        - Output: ``(K, 7)`` ``[batch_index, x1, y1, x2, y2, score, class_id]``, normalised by S.
+        - Input: float ``(B, 3, H, W)`` in [0, 1], ``iou_threshold (1,)``, ``score_threshold (1,)``.
+        - Output: ``(K, 7)`` ``[batch_index, x1, y1, x2, y2, score, class_id]``, x normalised by
+          W and y by H.
     """
 
     def __init__(self, net: nn.Module, max_det: int = MAX_PER_CLASS):
@@ -101,6 +115,7 @@ class TorchvisionDetector(nn.Module):
         holder.nms_thresh = float(iou_threshold.reshape(-1)[0])
         holder.score_thresh = float(score_threshold.reshape(-1)[0])
         holder.detections_per_img = self.max_det
+        keep_input_size(self.net.transform, int(x.shape[-2]), int(x.shape[-1]))
         size = x.new_tensor([x.shape[-1], x.shape[-2], x.shape[-1], x.shape[-2]])
         rows = []
         for b, out in enumerate(self.net(list(x))):

@@ -58,14 +58,15 @@ MASK_SIDE = 28  # torchvision's Mask R-CNN mask head resolution
 
 class InstanceRows(nn.Module):
     """Mask R-CNN → one ``(K, 7 + M*M)`` float tensor: ``[batch_index, x1, y1, x2, y2, score,
-    class_id]`` (box normalised by the input side S) followed by the detection's ``M×M`` mask
+    class_id]`` (box normalised by the input's width and height) followed by the detection's ``M×M`` mask
     probabilities (M = 28 for torchvision's heads) in box coordinates, before any pasting.
 
-    The network sees the letterboxed square at its own size (its internal resize is set to S),
-    and thresholds come in as inputs like :class:`~cvtool.models.detection.TorchvisionDetector`.
+    The picture arrives resized as the model's own transform would resize it (shorter side
+    800, longer at most 1333); the transform leaves it as it is, and thresholds come in as
+    inputs like :class:`~cvtool.models.detection.TorchvisionDetector`.
 
     Shape:
-        - Input: float ``(B, 3, S, S)`` in [0, 1], ``iou_threshold (1,)``, ``score_threshold (1,)``.
+        - Input: float ``(B, 3, H, W)`` in [0, 1], ``iou_threshold (1,)``, ``score_threshold (1,)``.
         - Output: ``(K, 7 + M*M)``.
     """
 
@@ -81,9 +82,9 @@ class InstanceRows(nn.Module):
         heads.nms_thresh = float(iou_threshold.reshape(-1)[0])
         heads.score_thresh = float(score_threshold.reshape(-1)[0])
         heads.detections_per_img = self.max_det
-        side_h, side_w = int(x.shape[-2]), int(x.shape[-1])
-        net.transform.min_size = (min(side_h, side_w),)  # no internal resize: the square as given
-        net.transform.max_size = max(side_h, side_w)
+        from cvtool.models.detection import keep_input_size
+
+        keep_input_size(net.transform, int(x.shape[-2]), int(x.shape[-1]))  # already resized by cvtool
         images, _ = net.transform(list(x))
         features = net.backbone(images.tensors)
         proposals, _ = net.rpn(images, features)

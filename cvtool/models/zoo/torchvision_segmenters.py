@@ -2,11 +2,13 @@
 
 Semantic segmenters (21 Pascal VOC classes, trained on a COCO subset with VOC's categories):
 the network returns per-pixel logits ``(B, 21, H, W)`` at its input size; cvtool feeds it the
-whole picture letterboxed to a square (aspect kept, padded bottom/right, no crop) and maps the
-logits back to the picture's own pixels (:mod:`cvtool.tasks.segment`). They export to ONNX.
+picture as torchvision's ``SemanticSegmentation(resize_size=520)`` transform does (shorter side
+resized to 520 with antialiasing, aspect kept, no crop), resizes the logits back to the picture's
+own pixels and takes the argmax (:mod:`cvtool.tasks.segment`). They export to ONNX with a free
+height and width.
 
-Instance segmentation: Mask R-CNN (COCO, 90-id numbering), torch only like torchvision's
-detectors (its data-dependent heads do not trace into a batch-dynamic ONNX graph).
+Instance segmentation: Mask R-CNN (COCO, 90-id numbering), fed like the R-CNN detectors
+(shorter side 800, longer at most 1333, no antialiasing), torch only like torchvision's detectors (its data-dependent heads do not trace into a batch-dynamic ONNX graph).
 
 URLs, checksum prefixes and metrics are torchvision's own (``torchvision/models/segmentation/*.py``,
 ``torchvision/models/detection/mask_rcnn.py``), written out so that listing models never imports
@@ -41,7 +43,7 @@ for _name, _file, _aux, _miou, _acc, _params, _gflops in _SEMANTIC:
         head="semantic",
         weights=Weights(
             filename=_file,
-            preprocess=Preprocess(resize=0, crop=SIZE, mean=IMAGENET_MEAN, std=IMAGENET_STD, letterbox=True),
+            preprocess=Preprocess(kind="shorter", resize=SIZE, crop=SIZE, mean=IMAGENET_MEAN, std=IMAGENET_STD),
             labels="voc",
             license="BSD-3-Clause (torchvision); trained on COCO with VOC's 20 categories, see COCO's terms",
             source="torchvision official COCO-with-VOC-labels weights",
@@ -64,8 +66,9 @@ register(ModelSpec(
     export_note="torchvision's detection heads do not trace into a batch-dynamic ONNX graph with correct outputs; it runs on torch",
     weights=Weights(
         filename="maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth",
-        # letterboxed to a square; the network normalises with its own mean/std
-        preprocess=Preprocess(resize=0, crop=800, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), letterbox=True),
+        # GeneralizedRCNNTransform's resize, done by cvtool; the network normalises with its own mean/std
+        preprocess=Preprocess(kind="rcnn", resize=800, max_size=1333, crop=800, antialias=False,
+                              mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)),
         labels="coco",
         license="BSD-3-Clause (torchvision); trained on COCO, see its terms",
         source="torchvision official COCO weights",
