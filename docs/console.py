@@ -306,7 +306,10 @@ class PageRunner:
             p.chmod(0o755)
         env = dict(os.environ)
         for k in list(env):
-            if k.startswith("CVTOOL_") or k in ("PYTHONSTARTUP", "FORCE_COLOR"):
+            # the caller's cvtool, Hugging Face and torch settings (a test session sets
+            # HF_HUB_OFFLINE, for one) must not change what the pages show
+            if k.startswith(("CVTOOL_", "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "TORCH_")) \
+                    or k in ("PYTHONSTARTUP", "FORCE_COLOR"):
                 del env[k]
         env.update({
             "PATH": os.pathsep.join([str(self.bin), str(Path(py).parent), env.get("PATH", "/usr/bin:/bin")]),
