@@ -55,6 +55,21 @@ def test_maps_depend_on_the_learned_weights(clf, cat, method):
     assert _spearman(trained.raw, randomised.raw) < 0.5
 
 
+def _top_and_random_masks(raw: np.ndarray, share: float = 0.1, draws: int = 5):
+    """Flat boolean masks over the 224x224 input: the map's top ``share`` of pixels, and
+    ``draws`` random sets of the same size (seeded)."""
+    k = int(share * raw.size)
+    top = np.zeros(raw.size, bool)
+    top[np.argsort(-raw.ravel(), kind="stable")[:k]] = True
+    rng = np.random.default_rng(0)
+    randoms = []
+    for _ in range(draws):
+        r = np.zeros(raw.size, bool)
+        r[rng.choice(raw.size, k, replace=False)] = True
+        randoms.append(r)
+    return top, randoms
+
+
 @pytest.mark.parametrize("method", ["integrated-gradients", "occlusion"])
 def test_deleting_salient_pixels_hurts_more_than_random(clf, cat, method):
     """Replacing the 10% most important pixels (by the map) with a blurred copy must lower the
@@ -66,7 +81,6 @@ def test_deleting_salient_pixels_hurts_more_than_random(clf, cat, method):
 
     rgb, x = cat
     blurred = clf.to_tensor(cv2.GaussianBlur(rgb, (0, 0), 10))
-    k = int(0.1 * 224 * 224)
 
     def score_without(mask: np.ndarray) -> float:
         m = torch.from_numpy(mask.reshape(224, 224))
@@ -74,15 +88,8 @@ def test_deleting_salient_pixels_hurts_more_than_random(clf, cat, method):
         xd[0, :, m] = blurred[0, :, m]
         return float(clf.probs(xd)[0, TIGER_CAT])
 
-    a = attribute(method, clf, x, TIGER_CAT, steps=32)
-    top = np.zeros(224 * 224, bool)
-    top[np.argsort(-a.raw.ravel(), kind="stable")[:k]] = True
-    rng = np.random.default_rng(0)
-    randoms = []
-    for _ in range(5):
-        r = np.zeros(224 * 224, bool)
-        r[rng.choice(224 * 224, k, replace=False)] = True
-        randoms.append(score_without(r))
+    top, draws = _top_and_random_masks(attribute(method, clf, x, TIGER_CAT, steps=32).raw)
+    randoms = [score_without(r) for r in draws]
     start = float(clf.probs(x)[0, TIGER_CAT])
     assert score_without(top) < min(randoms) < start
 
@@ -98,7 +105,6 @@ def test_saliency_marks_the_most_sensitive_pixels(clf, cat):
     from cvtool.explain.attribution import attribute
 
     _, x = cat
-    k = int(0.1 * 224 * 224)
     xg = x.clone().requires_grad_(True)
     clf(xg)[0, TIGER_CAT].backward()
     direction = xg.grad.sign()
@@ -108,15 +114,8 @@ def test_saliency_marks_the_most_sensitive_pixels(clf, cat):
         with torch.no_grad():
             return float(clf((x - 2 / 255 * direction * m).clamp(0, 1))[0, TIGER_CAT])
 
-    a = attribute("saliency", clf, x, TIGER_CAT)
-    top = np.zeros(224 * 224, bool)
-    top[np.argsort(-a.raw.ravel(), kind="stable")[:k]] = True
-    rng = np.random.default_rng(0)
-    randoms = []
-    for _ in range(5):
-        r = np.zeros(224 * 224, bool)
-        r[rng.choice(224 * 224, k, replace=False)] = True
-        randoms.append(logit_after_nudge(r))
+    top, draws = _top_and_random_masks(attribute("saliency", clf, x, TIGER_CAT).raw)
+    randoms = [logit_after_nudge(r) for r in draws]
     with torch.no_grad():
         start = float(clf(x)[0, TIGER_CAT])
     assert logit_after_nudge(top) < min(randoms) < start
