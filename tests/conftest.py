@@ -75,3 +75,21 @@ def jsonl(text: str) -> list[dict]:
     import json
 
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def random_lraspp():
+    """torchvision's LR-ASPP with random weights (seed 0), its classifier's 1x1 convolutions
+    redrawn (std 1, no bias) so that the masks hold several classes instead of one everywhere."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    net = torchvision.models.segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None,
+                                                                    num_classes=21).eval()
+    with torch.no_grad():
+        for name, p in net.classifier.named_parameters():
+            if name.endswith("bias"):
+                p.zero_()
+            elif p.dim() == 4 and p.shape[0] == 21:
+                p.normal_(0, 1.0)
+    return net

@@ -195,15 +195,9 @@ def test_segmenter_input_equals_weights_transforms(photos):
 @pytest.fixture(scope="module")
 def lraspp(tmp_path_factory):
     """LR-ASPP with random weights, classifier redrawn so the masks hold several classes."""
-    torch.manual_seed(0)
-    net = torchvision.models.segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None,
-                                                                    num_classes=21).eval()
-    with torch.no_grad():
-        for name, p in net.classifier.named_parameters():
-            if name.endswith("bias"):
-                p.zero_()
-            elif p.dim() == 4 and p.shape[0] == 21:
-                p.normal_(0, 1.0)
+    from conftest import random_lraspp
+
+    net = random_lraspp()
     path = tmp_path_factory.mktemp("w") / "lraspp.pth"
     torch.save(net.state_dict(), path)
     return net, path

@@ -20,17 +20,10 @@ def lraspp(tmp_path_factory):
     classifier's 1x1 convolutions are redrawn (std 1, no bias) so that the masks hold several
     classes instead of one everywhere, which makes the checks below mean something."""
     import torch
-    import torchvision
 
-    torch.manual_seed(0)
-    net = torchvision.models.segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None,
-                                                                    num_classes=21)
-    with torch.no_grad():
-        for name, p in net.classifier.named_parameters():
-            if name.endswith("bias"):
-                p.zero_()
-            elif p.dim() == 4 and p.shape[0] == 21:
-                p.normal_(0, 1.0)
+    from conftest import random_lraspp
+
+    net = random_lraspp()
     path = tmp_path_factory.mktemp("w") / "lraspp.pth"
     torch.save(net.state_dict(), path)
     return path

@@ -190,10 +190,7 @@ class InstanceSegmenter:
                               "class_id": cid, "label": label or str(cid), "area": m.area,
                               "rle": rle_encode(m.full(h, w))})
                 masks.append(m)
-            if self.keep:
-                frame.meta[MASK_KEY] = masks
-            out.append({"mode": "instance", "mask_size": {"width": w, "height": h}, "count": len(items),
-                        "instances": items})
+            out.append(_instance_record(items, masks, frame, w, h, self.keep))
         return out
 
 
@@ -258,8 +255,13 @@ class YoloSegmenter:
                 item.update(area=m.area, rle=rle_encode(m.full(h, w)))
                 items.append(item)
                 masks.append(m)
-            if self.keep:
-                frame.meta[MASK_KEY] = masks
-            out.append({"mode": "instance", "mask_size": {"width": w, "height": h}, "count": len(items),
-                        "instances": items})
+            out.append(_instance_record(items, masks, frame, w, h, self.keep))
         return out
+
+
+def _instance_record(items: list[dict], masks: list, frame, w: int, h: int, keep: bool) -> dict:
+    """The record fields of an instance segmentation (Mask R-CNN or a YOLO -seg file); with
+    ``keep`` the masks also stay on the frame for --save and --eval."""
+    if keep:
+        frame.meta[MASK_KEY] = masks
+    return {"mode": "instance", "mask_size": {"width": w, "height": h}, "count": len(items), "instances": items}
