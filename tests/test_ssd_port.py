@@ -16,6 +16,9 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -242,3 +245,109 @@ def test_convert_refuses_a_different_graph(graph, tmp_path):
     bad.write_text(changed)
     with pytest.raises(ValueError, match="nms_threshold"):
         ssd.convert(pb, bad)
+
+
+@pytest.fixture(scope="module")
+def graph_message(graph):
+    """The frozen graph as protobuf messages (tensorboardX's copies of TensorFlow's .proto
+    files), to make altered copies of it."""
+    graph_pb2 = pytest.importorskip("tensorboardX.proto.graph_pb2")
+    g = graph_pb2.GraphDef()
+    g.ParseFromString(graph[0].read_bytes())
+    return g
+
+
+def _altered(graph_message, tmp_path, change):
+    g = type(graph_message)()
+    g.CopyFrom(graph_message)
+    change({n.name: n for n in g.node}, g)
+    path = tmp_path / "altered.pb"
+    path.write_bytes(g.SerializeToString())
+    return path
+
+
+def _set_tensor(node, array):
+    t = node.attr["value"].tensor
+    del t.tensor_shape.dim[:]
+    for d in array.shape:
+        t.tensor_shape.dim.add(size=d)
+    t.tensor_content = np.ascontiguousarray(array, "<f4").tobytes()
+
+
+_MNV2 = "FeatureExtractor/MobilenetV2/"
+
+
+def _pad_valid(nodes, g):
+    nodes[f"{_MNV2}expanded_conv_3/depthwise/depthwise"].attr["padding"].s = b"VALID"
+
+
+def _stride_one(nodes, g):
+    nodes[f"{_MNV2}Conv/Conv2D"].attr["strides"].list.i[:] = [1, 1, 1, 1]
+
+
+def _other_epsilon(nodes, g):
+    _set_tensor(nodes[f"{_MNV2}Conv_1/BatchNorm/batchnorm/add/y"], np.array(1e-5, np.float32))
+
+
+def _short_bias(nodes, g):
+    _set_tensor(nodes["BoxPredictor_2/ClassPredictor/biases"], np.zeros(545, np.float32))
+
+
+def _rename_weights(nodes, g):
+    nodes["BoxPredictor_5/BoxEncodingPredictor/weights"].name = "renamed"
+
+
+def _extra_weights(nodes, g):
+    extra = g.node.add()
+    extra.CopyFrom(nodes["BoxPredictor_0/ClassPredictor/biases"])
+    extra.name = "BoxPredictor_0/Extra/biases"
+
+
+@pytest.mark.parametrize("change, message", [
+    (_pad_valid, r"expanded_conv_3/depthwise/depthwise padding: graph has 'VALID'"),
+    (_stride_one, r"MobilenetV2/Conv/Conv2D strides: graph has \(1, 1, 1, 1\)"),
+    (_other_epsilon, r"Conv_1/BatchNorm epsilon"),
+    (_short_bias, r"BoxPredictor_2/ClassPredictor/biases has shape \(545,\); module cls_heads.2.bias expects \(546,\)"),
+    (_rename_weights, r"'BoxPredictor_5/BoxEncodingPredictor/weights' is not in the graph"),
+    (_extra_weights, r"does not use: \['BoxPredictor_0/Extra/biases'\]"),
+])
+def test_convert_refuses_an_altered_frozen_graph(graph_message, graph, tmp_path, change, message):
+    """Every tensor filled with an equal shape, every weight used, the convs and batch norms as the
+    module computes them: anything else is a ValueError naming the node."""
+    altered = _altered(graph_message, tmp_path, change)
+    with pytest.raises(ValueError, match=message):
+        ssd.convert(altered, graph[1])
+
+
+_BROKEN_READER = """import sys, cvtool.models.zoo.tf_graph as t
+def broken(path): raise KeyError("oops")
+t.read_graph = broken
+from cvtool.cli.app import main
+sys.argv = ["cvtool", *sys.argv[1:]]
+main()
+"""
+
+
+def test_a_broken_graph_is_the_users_error_and_a_converter_bug_is_ours(tmp_path, graph, samples):
+    """`models import` of a truncated graph: exit 2, one line naming the file. A failure inside the
+    converter (simulated by patching the reader) is an internal error (exit 3), traceback with --debug."""
+    from conftest import run_cvtool
+
+    cut = tmp_path / "frozen_inference_graph.pb"
+    cut.write_bytes(graph[0].read_bytes()[:5_000_000])
+    r = run_cvtool("models", "import", "ssd_mobilenet_v2_coco", cut, env={"CVTOOL_HOME": str(tmp_path / "home")})
+    assert r.returncode == 2, r.stderr
+    errors = [line for line in r.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and "could not convert" in errors[0] and "truncated" in errors[0], r.stderr
+    assert "Traceback" not in r.stderr
+    for debug in (False, True):
+        args = [*(["--debug"] if debug else []), "detect", str(samples / "cat.jpg")]
+        r = subprocess.run([sys.executable, "-c", _BROKEN_READER, *args], capture_output=True, text=True,
+                           cwd=Path(__file__).parents[1], timeout=300,
+                           env={**os.environ, "CVTOOL_HOME": str(tmp_path / f"home-{debug}")})
+        if debug:
+            assert "Traceback" in r.stderr and "KeyError: 'oops'" in r.stderr, r.stderr
+        else:
+            assert r.returncode == 3, r.stderr
+            assert "internal error" in r.stderr and "inside cvtool's converter" in r.stderr, r.stderr
+            assert "Traceback" not in r.stderr and "could not convert" not in r.stderr
