@@ -35,7 +35,7 @@ def make_tiny_blip(folder: Path, processor: dict | None = None) -> Path:
     folder.mkdir(parents=True)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tok = BertTokenizer(vocab=str(folder / "vocab.txt"))
+    tok = BertTokenizer(str(folder / "vocab.txt"))  # positional: vocab_file (4.x), vocab (5.x)
     tok.add_special_tokens({"bos_token": "[DEC]"})
     n = len(tok)
     small = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
@@ -86,7 +86,7 @@ def make_tiny_vit_gpt2(folder: Path, processor: dict | None = None) -> Path:
     eos = vocab["<|endoftext|>"] = len(vocab)
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
     (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(m + "\n" for m in merges))
-    tok = GPT2Tokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"))
+    tok = GPT2Tokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))  # positional, as above
     enc = ViTConfig(image_size=224, patch_size=32, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                     intermediate_size=37, initializer_range=0.2)
     dec = GPT2Config(vocab_size=len(vocab), n_positions=64, n_embd=48, n_layer=1, n_head=2,
