@@ -138,10 +138,18 @@ def convert(spec: ModelSpec, source: Path, dest: Path) -> Path:
     try:
         getattr(importlib.import_module(module), func)(source, dest)
         os.chmod(dest, 0o644)
-    except Exception as e:
+    except (ValueError, OSError, ImportError) as e:  # the file is not what the converter expects
         raise WeightsError(f"could not convert the weights of {spec.name!r} ({source}): "
                            f"{(str(e).splitlines() or [type(e).__name__])[0][:200]}") from None
+    except Exception as e:  # anything else is cvtool's own bug, not the user's weights
+        raise ConverterBug(f"converting {spec.name!r} failed inside cvtool's converter, not because of "
+                           f"{source.name} ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:80]})") from e
     return dest
+
+
+class ConverterBug(RuntimeError):
+    """A weights converter failed for a reason that is not the file's: reported as an internal
+    error (exit 3, traceback under ``--debug``), never as the user's weights being wrong."""
 
 
 def fetch(spec: ModelSpec, timeout: float = 30.0) -> Path:

