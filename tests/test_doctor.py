@@ -276,11 +276,18 @@ def test_usage_errors_exit_2(tmp_path, args, message):
 
 def test_the_table_lists_the_checks_of_the_json(good, tmp_path):
     """-f table (here without the models, and -q: nothing on stderr) has a row per check, in the
-    order of the JSON."""
+    order of the JSON, each under its group's heading and named without it."""
+    import re
+
     r = doctor("--skip-models", "-f", "table", "-q", home=tmp_path, env={"COLUMNS": "200"})
-    rows = [line.split("│")[1].strip() for line in r.stdout.splitlines() if line.startswith("│")]
-    assert rows == [c["name"] for c in good[2]["checks"] if c["group"] != "models"]
     assert r.returncode == 0 and r.stderr == ""
+    rows = [m.groups() for m in re.finditer(r"^ {3}(\S.*?) {2,}(ok|info|failed|skipped) ", r.stdout, re.M)]
+    headings = re.findall(r"^ (\w+) *$", r.stdout, re.M)
+    expected = [c for c in good[2]["checks"] if c["group"] != "models"]
+    assert headings == list(dict.fromkeys(c["group"] for c in expected))
+    assert [status for _name, status in rows] == [c["status"] for c in expected]
+    for (shown, _status), check in zip(rows, expected):
+        assert check["name"].replace("ExecutionProvider", " provider").endswith(shown), (shown, check["name"])
 
 
 def test_the_checks_import_no_heavy_package_until_they_run():

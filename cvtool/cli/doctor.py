@@ -78,22 +78,40 @@ def doctor(
 
 
 def _table(report) -> None:
+    """One section per group (per model for the model checks), its checks named without the
+    section's name: "onnxruntime" then "  CPUExecutionProvider", "efficientnet_lite0" then
+    "  weights"."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(header_style="bold")
-    t.add_column("check", overflow="fold")
-    t.add_column("status")
-    t.add_column("detail", overflow="fold")
-    t.add_column("time", justify="right")
-    group = None
+    rows: list[tuple[str, str, str, str]] = []
+    section = None
     for check in report.checks:
-        if group is not None and check.group != group:
-            t.add_section()
-        group = check.group
-        t.add_row(check.name, f"[{STYLE[check.status]}]{check.status}[/]", check.detail,
-                  f"{check.seconds:.1f} s" if check.seconds >= 0.05 else "")
-    Console().print(t, highlight=False)
+        now = check.name.split(" ")[0] if check.group == "models" else check.group
+        if now != section:
+            rows.append(("", "", "", ""))  # a rule between sections
+            rows.append((f"[bold]{now}[/]", "", "", ""))
+            section = now
+        name = check.name[len(now) + 1:] if check.name.startswith(now + " ") else check.name
+        name = name.replace("ExecutionProvider", " provider")  # "CUDA provider"
+        rows.append((f"  {name}", f"[{STYLE[check.status]}]{check.status}[/]", check.detail,
+                     f"{check.seconds:.1f} s" if check.seconds >= 0.05 else ""))
+    console = Console()
+    longest = max(len(r[0]) - (9 if r[0].startswith("[bold]") else 0) for r in rows)
+    width = min(longest, 24 if console.width < 100 else 40)  # on 80 columns the detail needs the room
+    t = Table(header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, expand=True)
+    t.add_column("check", overflow="fold", width=width)
+    t.add_column("status", no_wrap=True)
+    t.add_column("detail", overflow="fold", ratio=1)
+    t.add_column("time", justify="right", no_wrap=True)
+    for i, row in enumerate(rows):
+        if row == ("", "", "", ""):
+            if i:
+                t.add_section()
+            continue
+        t.add_row(*row)
+    console.print(t, highlight=False)
 
 
 def _messages(report, quiet: bool) -> None:
