@@ -169,7 +169,9 @@ class ModelChecks:
         except (ModelError, DeviceError) as e:
             fix = (f"delete {self.onnx_file}: cvtool exports it again on the next run"
                    if backend == "onnx" and "cannot load this model" in str(e) and self.onnx_file else
-                   "see the onnxruntime and torch checks above")
+                   "see the onnxruntime and torch checks above" + (
+                       "" if self.device == "auto" else
+                       f" (they say what works here); without --device {self.device} the doctor runs on that"))
             raise Problem(str(e), fix) from None
         post = _postprocess(loaded)
         opts = RunOptions(backend=backend, device=self.device, batch=1, workers=1)
