@@ -16,6 +16,7 @@ from cvtool.cli import caption as caption_cmd
 from cvtool.cli import classify as classify_cmd
 from cvtool.cli import depth as depth_cmd
 from cvtool.cli import detect as detect_cmd
+from cvtool.cli import doctor as doctor_cmd
 from cvtool.cli import export as export_cmd
 from cvtool.cli import models as models_cmd
 from cvtool.cli import report as report_cmd
@@ -25,7 +26,7 @@ from cvtool.cli import visualize as visualize_cmd
 
 app = typer.Typer(
     name="cvtool",
-    help="Vision jobs from the shell: classify images, detect objects, caption them, segment pictures (segment), estimate relative depth (depth), look inside a classifier (visualize), attack it with adversarial pictures (attack), train classifiers (train), look at a run in one web page (report), export models to ONNX, manage models. Records go to stdout as JSON "
+    help="Vision jobs from the shell: classify images, detect objects, caption them, segment pictures (segment), estimate relative depth (depth), look inside a classifier (visualize), attack it with adversarial pictures (attack), train classifiers (train), look at a run in one web page (report), export models to ONNX, manage models, check the installation (doctor). Records go to stdout as JSON "
          "Lines when piped; messages to stderr. Exit code 0 = all inputs ok, 1 = some failed, 2 = usage, "
          "3 = internal error (a bug; --debug shows the traceback).",
     no_args_is_help=True,
@@ -42,12 +43,15 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+def _root(ctx: typer.Context,
+          version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
                                                           help="Show the version and exit.")] = None,
           debug: Annotated[bool, typer.Option("--debug", help="Show Python tracebacks for errors (also CVTOOL_DEBUG=1).")] = False,
           ) -> None:
     if debug:
         os.environ["CVTOOL_DEBUG"] = "1"
+    if ctx.invoked_subcommand == "doctor":
+        return  # it reports these problems itself, among the others, instead of refusing to start
     from cvtool.models.cache import WeightsError, check_cache_home
 
     try:  # set-up problems every command would hit: one line, exit 2, before any work
@@ -69,6 +73,7 @@ app.command("attack", no_args_is_help=True)(attack_cmd.attack)
 app.command("visualize", no_args_is_help=True)(visualize_cmd.visualize)
 app.command("train", no_args_is_help=True)(train_cmd.train)
 app.command("report", no_args_is_help=True)(report_cmd.report)
+app.command("doctor")(doctor_cmd.doctor)
 app.add_typer(models_cmd.app, name="models")
 
 

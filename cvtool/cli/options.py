@@ -176,6 +176,12 @@ def Seed(help: str, min: int | None = None) -> Any:  # noqa: N802,A002
     return Annotated[int, typer.Option("--seed", min=min, help=help)]
 
 
+def Format(help: str) -> Any:  # noqa: N802
+    """A command's own wording of ``--format`` (pass as ``shared(..., fmt=Format(...))``), for a
+    command whose output is not a stream of records."""
+    return Annotated[str, typer.Option("--format", "-f", help=help)]
+
+
 def Backend(help: str) -> Any:  # noqa: N802
     """A command's own wording of ``--backend`` (pass as ``shared(..., backend=Backend(...))``)."""
     return Annotated[str, typer.Option("--backend", help=help)]

@@ -46,6 +46,12 @@ class Weights:
     # user's own checkpoints (``--model runs/NAME/best.pt``).
     train_only: bool = False
 
+    @property
+    def bundled(self) -> bool:
+        """The weights ship inside a pip package (``package_path``): they work offline, with no
+        download (`cvtool models list` says "package", or "cache" once converted)."""
+        return self.package_path is not None
+
 
 @dataclass(frozen=True)
 class ModelSpec:
