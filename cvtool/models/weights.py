@@ -46,7 +46,10 @@ def _package_file(spec: ModelSpec) -> Path | None:
         return None
     for part in attr.split("."):
         obj = getattr(obj, part)
-    path = Path(obj() if callable(obj) else obj)
+    found = obj() if callable(obj) else obj
+    if found is None:  # the package is there but lacks the file (e.g. an older release)
+        return None
+    path = Path(found)
     return path if path.is_file() else None
 
 
