@@ -40,3 +40,22 @@ def test_known_extensions_and_an_explicit_format_still_write(samples, tmp_path):
     assert json.loads((tmp_path / "b.txt").read_text())[0]["label"] == "tiger cat"
     res = run_cvtool("classify", cat, "-o", "/dev/stdout", "-q")  # a special file: JSON Lines
     assert res.returncode == 0 and jsonl(res.stdout)[0]["label"] == "tiger cat"
+
+
+# ---- 8. a bad command line is one line, for every command and option ---------------------------
+
+@pytest.mark.parametrize("args, named", [
+    (("classify", "{cat}", "--batch", "0"), "--batch"),
+    (("detect", "{cat}", "--conf", "-0.1"), "--conf"),
+    (("segment", "{cat}", "--batch", "abc"), "--batch"),
+    (("classify", "{cat}", "--batch-size", "4"), "--batch-size"),
+    (("attack", "fgsm", "{cat}", "--steps", "0"), "--steps"),
+    (("models", "info"), "model"),
+    (("models", "list", "--task"), "--task"),
+    (("--bogus",), "--bogus"),
+])
+def test_usage_errors_are_one_line(samples, args, named):
+    res = run_cvtool(*[a.format(cat=samples / "cat.jpg") for a in args])
+    line = _one_line_error(res)
+    assert named in line and "╭" not in line, line
+    assert res.stdout == ""
