@@ -3,7 +3,9 @@ exit code a shell sees, what stderr says, and what is (not) left on disk."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 
 import pytest
 
@@ -59,3 +61,86 @@ def test_usage_errors_are_one_line(samples, args, named):
     line = _one_line_error(res)
     assert named in line and "╭" not in line, line
     assert res.stdout == ""
+
+
+# ---- 16. a full disk, a quota, a read-only file system: the user's environment, not a bug ------
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A real 64 KiB tmpfs, filled to the last block (needs root and permission to mount)."""
+    import subprocess
+
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True,
+                         text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip() or res.returncode}")
+    try:
+        with open(mnt / "filler", "wb", buffering=0) as fh:
+            try:
+                while True:
+                    fh.write(b"\0" * 4096)
+            except OSError as e:
+                assert e.errno == errno.ENOSPC
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def _only_the_filler(mnt) -> None:
+    assert sorted(p.name for p in mnt.rglob("*") if p.is_file()) == ["filler"]  # nothing partial
+
+
+@pytest.mark.parametrize("name", ["out.jsonl", "out.csv"])
+def test_a_full_disk_is_a_one_line_environment_error(samples, full_disk, name):
+    out = full_disk / name
+    res = run_cvtool("classify", samples, "-o", out, "-q")
+    line = _one_line_error(res)
+    assert str(out) in line and "No space left on device" in line and "internal error" not in line
+    _only_the_filler(full_disk)
+
+
+def test_a_full_disk_behind_stdout_and_save(samples, full_disk):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    target = full_disk / "redirected.jsonl"
+    with open(target, "w") as fh:  # as the shell does for `cvtool classify photos/ > /full/x.jsonl`
+        res = subprocess.run([sys.executable, "-m", "cvtool", "classify", str(samples), "-q"], stdout=fh,
+                             stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=300)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip() == "cvtool: error: cannot write standard output: No space left on device"
+    target.unlink()
+    res = run_cvtool("classify", samples / "cat.jpg", "--save", full_disk / "pics", "-q")
+    line = _one_line_error(res)
+    assert str(full_disk / "pics" / "cat.jpg") in line and "No space left" in line
+    _only_the_filler(full_disk)
+
+
+@pytest.mark.parametrize("code", ["EDQUOT", "EROFS", "ENOSPC"])
+def test_quota_and_read_only_mid_run_are_environment_errors(monkeypatch, capsys, samples, tmp_path, code):
+    """The same errors arising while the records are written (a quota runs out, the disk is
+    remounted read-only), in-process: exit 2, the file named, its temporary removed."""
+    import sys
+
+    from cvtool.cli.app import main
+    from cvtool.io import records
+
+    def refuse(self, record):
+        raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)))
+
+    monkeypatch.setattr(records.RecordWriter, "write", refuse)
+    out = tmp_path / "out.jsonl"
+    monkeypatch.setattr(sys, "argv", ["cvtool", "classify", str(samples / "cat.jpg"), "-o", str(out), "-q"])
+    with pytest.raises(SystemExit) as ex:
+        main()
+    err = capsys.readouterr().err.strip()
+    assert ex.value.code == 2, err
+    assert err == f"cvtool: error: cannot write {out}: {os.strerror(getattr(errno, code))}"
+    from cvtool.io.atomic import cleanup_temporaries
+
+    cleanup_temporaries()  # as at exit
+    assert list(tmp_path.iterdir()) == []

@@ -156,13 +156,33 @@ def main() -> None:
 
         quiet_stdout_pipe()
         code = 0
-    except Exception as e:  # a bug, not a user's mistake: say so in one line, not as "usage"
-        if debugging():
-            raise
-        first = (str(e).strip().splitlines() or [""])[0][:200]
-        print(f"cvtool: internal error: {type(e).__name__}{': ' + first if first else ''} (a bug in cvtool; "
-              "rerun with `cvtool --debug …` or CVTOOL_DEBUG=1 for the traceback, and report it)", file=sys.stderr)
-        code = EXIT_INTERNAL
+    except Exception as e:
+        from cvtool.io.atomic import is_environment_error
+
+        if is_environment_error(e):  # no space, no quota, a read-only file system: not a bug, exit 2
+            code = _environment_error(e)
+        else:  # a bug, not a user's mistake: say so in one line, not as "usage"
+            if debugging():
+                raise
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            print(f"cvtool: internal error: {type(e).__name__}{': ' + first if first else ''} (a bug in cvtool; "
+                  "rerun with `cvtool --debug …` or CVTOOL_DEBUG=1 for the traceback, and report it)",
+                  file=sys.stderr)
+            code = EXIT_INTERNAL
     if _signal_received and code in (1, 130):  # click reports an interrupt outside a command as 1
         code = 128 + _signal_received[0]  # as a shell reports a process ended by that signal
     sys.exit(code)
+
+
+def _environment_error(e: OSError) -> int:
+    """One line naming the file that could not be written and why (the atomic writer has removed
+    its temporary, so nothing partial is left), exit 2."""
+    from cvtool.cli.common import EXIT_USAGE, quiet_stdout_pipe
+
+    if e.filename == "<stdout>":
+        quiet_stdout_pipe()  # what is still buffered for stdout cannot go there either
+        what = " standard output"
+    else:
+        what = f" {e.filename}" if e.filename else ""
+    print(f"cvtool: error: cannot write{what}: {e.strerror or e}", file=sys.stderr)
+    return EXIT_USAGE
