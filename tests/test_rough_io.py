@@ -144,3 +144,66 @@ def test_quota_and_read_only_mid_run_are_environment_errors(monkeypatch, capsys,
 
     cleanup_temporaries()  # as at exit
     assert list(tmp_path.iterdir()) == []
+
+
+# ---- 7. an empty stdin is nothing to do; -0 reads NUL-separated names --------------------------
+
+@pytest.mark.parametrize("command", [("classify",), ("detect",), ("visualize", "saliency"), ("attack", "fgsm")])
+@pytest.mark.parametrize("given", ["", "\n  \n"])
+def test_an_empty_stdin_is_a_usage_error(tmp_path, command, given):
+    out = tmp_path / "out.jsonl"
+    for res in (run_cvtool(*command, "-", "-o", out, "--device", "cpu", "-q", input=given),
+                run_cvtool(*command, "-0", "-", "--device", "cpu", "-q", input="")):
+        assert res.returncode == 2, res.stderr
+        # (detect may first say that it converted its bundled weights, once per cache)
+        assert [ln for ln in res.stderr.splitlines() if "error" in ln] == \
+            ["cvtool: error: no inputs (standard input listed no paths)"]
+        assert res.stdout == "" and not out.exists()
+
+
+def test_nul_separated_names_may_hold_newlines(samples, tmp_path):
+    import shutil
+
+    odd = tmp_path / "a cat\nin two lines.jpg"
+    spaced = tmp_path / " coffee .jpg"
+    shutil.copy(samples / "cat.jpg", odd)
+    shutil.copy(samples / "coffee.jpg", spaced)
+    listing = f"{odd}\0{spaced}\0"  # as `find -print0` writes it
+    for command in (("classify",), ("visualize", "saliency", "--save", tmp_path / "maps")):
+        res = run_cvtool(*command, "-0", "-", "-q", "--device", "cpu", input=listing)
+        assert res.returncode == 0, res.stderr
+        assert [r["source"] for r in jsonl(res.stdout)] == [str(odd), str(spaced)]
+        assert all(r["ok"] for r in jsonl(res.stdout))
+    # the records are those of the same files named on the command line
+    direct = jsonl(run_cvtool("classify", odd, spaced, "-q").stdout)
+    via_nul = jsonl(run_cvtool("classify", "--null", "-", "-q", input=listing).stdout)
+    assert [r["label"] for r in via_nul] == [r["label"] for r in direct] == ["tiger cat", "espresso"]
+    # without -0 the same listing is not one name per line: the name with a newline is lost
+    lines = jsonl(run_cvtool("classify", "-", "-q", input=f"{odd}\n{spaced}\n").stdout)
+    assert len(lines) == 3 and not lines[0]["ok"] and not lines[1]["ok"]
+
+
+def test_stdin_paths_splits_on_nul_across_reads():
+    import io
+
+    from cvtool.io.sources import stdin_paths
+    from cvtool.scale.inputs import plan
+
+    class Trickle(io.RawIOBase):  # hands the bytes over a few at a time, as a pipe may
+        def __init__(self, data: bytes):
+            self.data = data
+
+        def readable(self):
+            return True
+
+        def readinto(self, b):
+            n = min(3, len(b), len(self.data))
+            b[:n], self.data = self.data[:n], self.data[n:]
+            return n
+
+    data = b"first\nname\0\0second\0last"
+    assert list(stdin_paths(io.TextIOWrapper(io.BufferedReader(Trickle(data), 4)), null=True)) == \
+        ["first\nname", "second", "last"]
+    assert list(stdin_paths(io.StringIO("a\0b\nc\0"), null=True)) == ["a", "b\nc"]
+    assert list(stdin_paths(io.StringIO("a\n\n b \r\n"))) == ["a", " b "]
+    assert [i.source for i in plan(["-"], io.StringIO("x\ny.jpg\0"), null=True)] == ["x\ny.jpg"]  # --engine ray
