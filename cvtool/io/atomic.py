@@ -39,9 +39,10 @@ def is_environment_error(e: BaseException) -> bool:
 
 
 def name_the_file(e: BaseException | None, path: str | os.PathLike) -> None:
-    """Give an :class:`OSError` raised while writing ``path`` (by a stream, which does not know
-    its name) that name, so that its one-line report can say which file was not written."""
-    if isinstance(e, OSError) and e.filename is None:
+    """Give a full disk's (quota's, read-only file system's) :class:`OSError`, raised while writing
+    ``path`` by a stream that does not know its name, that name, so that its one-line report can
+    say which file was not written."""
+    if is_environment_error(e) and e.filename is None:
         e.filename = os.fspath(path)
 
 
