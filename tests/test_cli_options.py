@@ -11,7 +11,7 @@ from conftest import jsonl
 
 RECORD_COMMANDS = ("classify", "detect", "segment", "depth", "caption")  # all of them take --engine ray
 SHARED_FLAGS = {"--device", "--threads", "--batch", "--backend", "--allow-cpu-fallback", "--workers",
-                "--format", "--output", "--overwrite", "--quiet", "--vid-stride", "--max-pixels"}
+                "--format", "--output", "--overwrite", "--quiet", "--vid-stride", "--max-pixels", "--null"}
 RAY_FLAGS = {"--engine", "--address", "--gpus-per-worker", "--output-dir", "--output-format", "--resume"}
 
 
@@ -42,7 +42,7 @@ def test_record_commands_offer_the_same_shared_options():
     for path in (("visualize",), ("attack",)):
         params = _params(*path)
         for flag in ("--device", "--threads", "--format", "--output", "--overwrite", "--quiet",
-                     "--vid-stride", "--max-pixels", "--report"):
+                     "--vid-stride", "--max-pixels", "--null", "--report"):
             assert params[flag] == reference[flag], f"{path[0]} {flag}"
 
 

@@ -105,7 +105,19 @@ def test_half_is_refused_without_a_gpu(cli, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     res = cli("export", "efficientnet_lite0", "-o", tmp_path / "h.onnx", "--half")
-    assert res.exit_code == 1 and "--half needs a CUDA GPU" in res.stderr
+    assert res.exit_code == 2 and "--half needs a CUDA GPU" in res.stderr  # a set-up problem, as below
+    assert not list(tmp_path.iterdir())
+
+
+def test_simplify_without_onnxslim_is_a_setup_error_before_any_work(cli, tmp_path, monkeypatch):
+    """A missing optional dependency is exit 2 like pycocotools for --eval and scikit-learn for
+    train digits; nothing is exported first."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxslim", None)  # as if not installed
+    res = cli("export", "efficientnet_lite0", "-o", tmp_path / "s.onnx", "--simplify")
+    assert res.exit_code == 2, res.stderr
+    assert "--simplify needs onnxslim: pip install onnxslim" in res.stderr
     assert not list(tmp_path.iterdir())
 
 

@@ -66,7 +66,7 @@ def attack(
     victim, eval_victim, cfg, target_id, label_map, saver = _setup(
         method, model, weights, eps, alpha, steps, restarts, norm, target, labels, queries, cw_c, search_steps,
         eval_model, save, opts.backend, opts.device, opts.threads, seed, opts.overwrite, opts.quiet,
-        need_gradients=method in WHITE_BOX)
+        need_gradients=method in WHITE_BOX, fmt=opts.fmt, output=opts.output)
 
     from cvtool.attack.evaluate import Attacker, PictureError
 
@@ -100,7 +100,8 @@ def attack(
 
 
 def _setup(method, model, weights, eps, alpha, steps, restarts, norm, target, labels, queries, cw_c,
-           search_steps, eval_model, save, backend, device, threads, seed, overwrite, quiet, need_gradients):
+           search_steps, eval_model, save, backend, device, threads, seed, overwrite, quiet, need_gradients,
+           fmt="auto", output=None):
     """Everything that can fail before the first record: a usage error exits 2."""
     from cvtool.attack.config import ConfigError, build_config
     from cvtool.attack.labels import LabelsError, read_labels_file
@@ -115,6 +116,7 @@ def _setup(method, model, weights, eps, alpha, steps, restarts, norm, target, la
         opts = dict(norm=norm, eps=eps, alpha=alpha, steps=steps, restarts=restarts, queries=queries,
                     c=cw_c, search_steps=search_steps, seed=seed)
         build_config(method, **opts)  # option mistakes first, before anything is loaded
+        c.check_output(fmt, output, overwrite)
         parse_device(device)
         loaded = load_classifier_model(model, weights)
         use_onnx = check_backend(loaded, model, backend, need_gradients)

@@ -28,7 +28,7 @@ import typer
 # -- Declarations -----------------------------------------------------------------------------
 
 Sources = Annotated[list[str], typer.Argument(
-    help="Image files, folders (searched recursively for image files), globs, video files, or - to read paths from stdin.",
+    help="Image files, folders (searched recursively for image files), globs, video files, or - to read paths from stdin (one per line; NUL-separated with -0).",
     show_default=False)]
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Registry name, cvtool .onnx file, or `cvtool train` checkpoint.")]
 WeightsOpt = Annotated[Optional[str], typer.Option("--weights", help="Weights file for a registry model (overrides cache and packages).")]
@@ -48,6 +48,7 @@ _DECLARED: dict[str, tuple[Any, Any]] = {  # parameter name -> (annotation, defa
     "report": (Annotated[Optional[Path], typer.Option("--report", help="At the end, also write one self-contained HTML page of the run's records (docs/report.md).")], None),
     "vid_stride": (Annotated[int, typer.Option("--vid-stride", min=1, help="Use every N-th video frame.")], 1),
     "max_pixels": (Annotated[Optional[int], typer.Option("--max-pixels", min=1, help="Refuse images with more pixels than this (decompression-bomb guard; default 89,478,485).")], None),
+    "null": (Annotated[bool, typer.Option("--null", "-0", help="The paths that - reads from stdin are separated by NUL characters, as `find -print0` writes them (names may hold newlines).")], False),
     # --engine ray (docs/scale.md)
     "engine": (Annotated[str, typer.Option("--engine", help="local (this machine) or ray (a Ray cluster through Ray Data; records go to --output-dir).")], "local"),
     "address": (Annotated[Optional[str], typer.Option("--address", help="--engine ray: cluster to join: auto, HOST:PORT or ray://HOST:PORT (default: a running local Ray, else a new one).")], None),
@@ -63,7 +64,7 @@ _RAY_WORKERS = Annotated[Optional[int], typer.Option("--workers", min=1, help="D
 RUNTIME = ("device", "threads")  # where and how wide torch/ONNX Runtime run
 INFERENCE = ("batch", "backend", "allow_cpu_fallback", "workers")
 OUTPUT = ("fmt", "output", "overwrite", "quiet", "report")  # where the records go
-INPUT = ("vid_stride", "max_pixels")  # how inputs are read
+INPUT = ("vid_stride", "max_pixels", "null")  # how inputs are read
 RECORDS = INFERENCE + RUNTIME + OUTPUT + INPUT  # everything an inference subcommand takes
 ENGINE = ("engine", "address", "gpus_per_worker", "output_dir", "output_format", "resume")
 
@@ -85,6 +86,7 @@ class Options:
     report: Path | None = None
     vid_stride: int = 1
     max_pixels: int | None = None
+    null: bool = False
     engine: str = "local"
     address: str | None = None
     gpus_per_worker: float = 0.0

@@ -68,15 +68,27 @@ class Output:
                              [record["source"] + (f"#{record['frame']}" if record.get("frame") is not None else ""),
                               f"error: {record['error']}"] + [""] * (len(self.table_columns) - 2))
         else:
-            self.writer.write(record)
+            self._write(self.writer.write, record)
         if self.progress is not None:
             self.progress.advance(self.task_id)
+
+    def _write(self, write: Callable, *args) -> None:
+        """Write through the record writer; an OSError (a full disk) names the file written."""
+        try:
+            write(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            from cvtool.io.atomic import name_the_file
+
+            name_the_file(e, self._file.path if self._file is not None else "<stdout>")
+            raise
 
     def close(self, interrupted: bool = False) -> int:
         if self.progress is not None:
             self.progress.stop()
         if self.writer is not None:
-            self.writer.close()
+            self._write(self.writer.close)
         lost = None
         if self._file is not None:
             from cvtool.io.atomic import SinkError

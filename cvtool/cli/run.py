@@ -20,12 +20,13 @@ from cvtool.cli.output import Output, write_report_page
 __all__ = ["InputError", "collect_sources", "run_on_ray", "run_picture_command", "run_task_command"]
 
 
-def collect_sources(inputs: list[str]):
-    """Expand inputs; returns (iterable, total or None). Stdin is streamed, so its count is unknown."""
-    from cvtool.io.sources import expand
+def collect_sources(inputs: list[str], null: bool = False):
+    """Expand inputs; returns (iterable, total or None). Stdin is streamed, so its count is unknown;
+    an empty one (nothing to do) raises :class:`~cvtool.io.sources.NoInputs` now."""
+    from cvtool.io.sources import expand, nonempty
 
     if "-" in inputs:
-        return expand(inputs), None
+        return nonempty(expand(inputs, null=null)), None
     sources = list(expand(inputs))
     total = None if any(s.kind == "video" for s in sources) else len(sources)
     return sources, total
@@ -47,22 +48,23 @@ def run_task_command(task: str, sources: list[str], opts: Options, *, model: str
                    runner_factory=runner_factory, make_postprocess=make_postprocess, make_sinks=make_sinks,
                    save=save)
     from cvtool.io.sinks import PictureSaver, SinkError
+    from cvtool.io.sources import NoInputs
     from cvtool.models.loader import ModelError, load
     from cvtool.runtime.device import DeviceError
     from cvtool.tasks.base import RunOptions, make_runner, run
 
     try:
         check_output(opts.fmt, opts.output, opts.overwrite)  # before any work: one line, exit 2
+        srcs, total = collect_sources(sources, opts.null)  # an empty stdin too: nothing to do
         saver = PictureSaver(save, opts.overwrite) if save is not None else None
         loaded = loaded or load(model, weights, task=task)
         sinks = make_sinks(loaded) if make_sinks else []
         runner = runner or make_runner(loaded, opts.backend, opts.device, opts.threads,
                                        notify=None if not opts.quiet else (lambda _m: None),
                                        allow_cpu_fallback=opts.allow_cpu_fallback)
-        srcs, total = collect_sources(sources)
         out = Output(opts.fmt, opts.output, opts.overwrite, opts.quiet, total, table_row=table_row,
                      table_columns=table_columns, report=opts.report)
-    except (ModelError, DeviceError, SinkError) as e:
+    except (ModelError, DeviceError, SinkError, NoInputs) as e:
         raise fail(str(e)) from None
 
     run_opts = RunOptions(backend=opts.backend, device=opts.device, batch=opts.batch, workers=opts.workers,
@@ -147,7 +149,7 @@ def run_on_ray(task: str, sources: list[str], opts: Options, *, model: str, weig
         if make_sinks is not None and make_sinks(loaded):  # the command should have refused earlier
             raise fail("this command's extra outputs (pictures, crops, label files, COCO results, "
                        "evaluation) are not supported with --engine ray")
-        ray_opts = RayOptions(output_dir=opts.output_dir, output_format=opts.output_format,
+        ray_opts = RayOptions(output_dir=opts.output_dir, output_format=opts.output_format, null=opts.null,
                               address=opts.address, workers=opts.workers, gpus_per_worker=opts.gpus_per_worker,
                               batch=opts.batch, resume=opts.resume, overwrite=opts.overwrite,
                               backend=opts.backend, device=opts.device, threads=opts.threads,
@@ -182,15 +184,17 @@ def run_picture_command(task: str, sources: list[str], opts: Options, *, model_n
     from cvtool.tasks.base import Record
 
     from cvtool.io.atomic import SinkError
+    from cvtool.io.sources import NoInputs, nonempty
 
     try:
+        pictures = nonempty(iter_pictures(sources, opts.max_pixels, opts.vid_stride, opts.null))
         out = Output(opts.fmt, opts.output, opts.overwrite, opts.quiet, None, table_row=table_row,
                      table_columns=table_columns, report=opts.report)
-    except SinkError as e:  # the output file exists, cannot be written, …
+    except (SinkError, NoInputs) as e:  # the output file exists, cannot be written, …; an empty stdin
         raise fail(str(e)) from None
     interrupted = False
     try:
-        for item in iter_pictures(sources, opts.max_pixels, opts.vid_stride):
+        for item in pictures:
             base = dict(source=item.source, frame=item.frame, task=task, model=model_name)
             if not hasattr(item, "rgb"):
                 out.add(Record(error=item.error, **base).to_dict())

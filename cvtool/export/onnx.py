@@ -12,6 +12,7 @@ drift from fp32).
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import time
@@ -275,6 +276,8 @@ def export(model: LoadedModel, out: str | os.PathLike, opts: ExportOptions, over
         raise ExportUsageError("--int8 needs --calibrate DIR: a folder of your own pictures to calibrate on")
     if opts.int8 and opts.half:
         raise ExportUsageError("--int8 and --half exclude each other")
+    if opts.simplify and importlib.util.find_spec("onnxslim") is None:  # a set-up problem: exit 2, before any work
+        raise ExportUsageError(_NO_ONNXSLIM)
     if opts.batch is not None and opts.batch < 1:
         raise ExportError("--batch must be at least 1")
     if opts.batch is not None and model.task == "detect":
@@ -312,7 +315,7 @@ def export(model: LoadedModel, out: str | os.PathLike, opts: ExportOptions, over
         import torch
 
         if not torch.cuda.is_available():
-            raise ExportError("--half needs a CUDA GPU to export and check fp16 (this machine has none); "
+            raise ExportUsageError("--half needs a CUDA GPU to export and check fp16 (this machine has none); "
                               "fp16 on CPU would be slower, not faster, so it is refused rather than ignored")
         torch_dev = "cuda"
         if ort_device.kind == "auto":
@@ -380,11 +383,14 @@ def export(model: LoadedModel, out: str | os.PathLike, opts: ExportOptions, over
         int8=int8_report, metadata={k: v for k, v in meta.items() if k != "labels"})
 
 
+_NO_ONNXSLIM = "--simplify needs onnxslim: pip install onnxslim (or pip install 'cvtool[export]')"
+
+
 def _simplify(path: str) -> None:
     try:
         import onnxslim
     except ImportError:
-        raise ExportError("--simplify needs onnxslim: pip install onnxslim (or pip install 'cvtool[export]')") from None
+        raise ExportUsageError(_NO_ONNXSLIM) from None
     import onnx
 
     meta = {p.key[len(META_PREFIX):]: p.value for p in onnx.load(path, load_external_data=False).metadata_props

@@ -29,6 +29,23 @@ class SinkError(Exception):
     """An output cannot be written (exists, not a folder, not writable, …); one-line message."""
 
 
+# A full disk, an exhausted quota, a read-only file system: the user's environment, not a bug in
+# cvtool; cli/app.py's main() reports them in one line (exit 2), naming the file.
+ENVIRONMENT_ERRNOS = frozenset(getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EROFS") if hasattr(errno, n))
+
+
+def is_environment_error(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS
+
+
+def name_the_file(e: BaseException | None, path: str | os.PathLike) -> None:
+    """Give a full disk's (quota's, read-only file system's) :class:`OSError`, raised while writing
+    ``path`` by a stream that does not know its name, that name, so that its one-line report can
+    say which file was not written."""
+    if is_environment_error(e) and e.filename is None:
+        e.filename = os.fspath(path)
+
+
 def cleanup_temporaries() -> None:
     """Remove every temporary this process created and has not committed (at exit, on signals)."""
     for tmp in list(_LIVE):
@@ -138,16 +155,23 @@ class AtomicFile:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         assert self._fh is not None
+        name_the_file(exc, self.path)
         try:
-            self._fh.close()
-        except BrokenPipeError:
-            pass
-        if self.special:
-            return
-        if exc_type is None:
-            commit(self._tmp, self.target, self.overwrite, shown=self.path)
-        else:
-            discard(self._tmp)
+            try:
+                self._fh.close()  # the last buffered bytes are written here (a full disk shows here too)
+            except BrokenPipeError:
+                pass
+            if self.special:
+                return
+            if exc_type is None:
+                commit(self._tmp, self.target, self.overwrite, shown=self.path)
+        except OSError as e:
+            if is_environment_error(e):
+                e.filename = os.fspath(self.path)  # the user's name, not the temporary's
+            raise
+        finally:
+            if not self.special:
+                discard(self._tmp)  # nothing partial is left behind (a no-op once committed)
 
 
 def new_temporary(final: str | os.PathLike, suffix: str | None = None) -> str:

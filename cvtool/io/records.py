@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from typing import IO, Any
 
-from cvtool.io.atomic import SinkError
+from cvtool.io.atomic import SinkError, is_special
 
 RECORD_FORMATS = ("jsonl", "csv", "json")
 
@@ -79,10 +80,15 @@ class RecordWriter:
         self.stream.flush()
 
 
+RECORD_EXTENSIONS = {".jsonl": "jsonl", ".csv": "csv", ".json": "json"}
+
+
 def format_for(path: str | None, fmt: str | None) -> str:
     """The record format for ``--format fmt`` and ``--output path``: an explicit jsonl/csv/json
-    wins; ``auto`` follows the file's extension (``.csv`` → CSV, ``.json`` → one JSON array,
-    anything else → JSON Lines). A table cannot go to a file: :class:`SinkError`."""
+    wins; ``auto`` follows the file's extension (``.jsonl`` → JSON Lines, ``.csv`` → CSV,
+    ``.json`` → one JSON array). Any other name (``out.parquet``, ``out.txt``, no extension) is
+    refused with :class:`SinkError` rather than silently written as JSON Lines, except special
+    files (``/dev/stdout``, ``/dev/null``, FIFOs: JSON Lines). A table cannot go to a file."""
     if fmt == "table" and path is not None:
         raise SinkError(f"--format table shows a table on the terminal; for --output {path} "
                         "give --format jsonl, csv or json (or leave --format out)")
@@ -90,9 +96,13 @@ def format_for(path: str | None, fmt: str | None) -> str:
         if fmt not in RECORD_FORMATS:
             raise SinkError(f"--format {fmt!r}: expected auto, jsonl, csv, json or table")
         return fmt
-    low = (path or "").lower()
-    if low.endswith(".csv"):
-        return "csv"
-    if low.endswith(".json"):
-        return "json"
-    return "jsonl"
+    if path is None:
+        return "jsonl"
+    ext = os.path.splitext(path)[1].lower()
+    if ext in RECORD_EXTENSIONS:
+        return RECORD_EXTENSIONS[ext]
+    if is_special(path):
+        return "jsonl"
+    what = f"unknown extension {ext!r}" if ext else "no extension"
+    raise SinkError(f"--output {path}: {what} (known: {', '.join(RECORD_EXTENSIONS)}; "
+                    "or name the format with --format jsonl, csv or json)")

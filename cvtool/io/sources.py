@@ -1,7 +1,8 @@
 """Turning what the user typed into a stream of inputs.
 
 An input may be a file, a folder (searched recursively for image files, sorted), a glob, a
-video file (streamed frame by frame), or ``-`` for paths read from stdin, one per line.
+video file (streamed frame by frame), or ``-`` for paths read from stdin, one per line (or
+separated by NUL characters, ``find -print0``, so that names may hold newlines).
 Nothing here decodes pixels (that is :mod:`cvtool.io.decode`); inputs that cannot exist
 become ``Source(kind="error")`` so that every input still yields one record.
 """
@@ -9,6 +10,7 @@ become ``Source(kind="error")`` so that every input still yields one record.
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import sys
 from dataclasses import dataclass, field
@@ -82,17 +84,57 @@ def _expand_one(arg: str, from_glob: bool = False) -> Iterator[Source]:
     yield Source(arg, "error", "no such file or directory")
 
 
-def expand(inputs: Iterable[str], stdin: TextIO | None = None) -> Iterator[Source]:
-    """Expand command-line inputs lazily, in order. ``-`` reads paths from ``stdin``."""
+def expand(inputs: Iterable[str], stdin: TextIO | None = None, null: bool = False) -> Iterator[Source]:
+    """Expand command-line inputs lazily, in order. ``-`` reads paths from ``stdin``
+    (:func:`stdin_paths`)."""
     for arg in inputs:
         if arg == "-":
-            stream = stdin if stdin is not None else sys.stdin
-            for line in stream:
-                line = line.rstrip("\r\n")
-                if line.strip():
-                    yield from _expand_one(line)
+            for path in stdin_paths(stdin, null):
+                yield from _expand_one(path)
         else:
             yield from _expand_one(arg)
+
+
+def stdin_paths(stream: TextIO | None = None, null: bool = False) -> Iterator[str]:
+    """The paths listed on ``stream`` (default: stdin), as they arrive: one per line (blank lines
+    skipped), or with ``null`` separated by NUL characters (``find -print0``, ``xargs -0``), where
+    a name is taken byte for byte (newlines and spaces included; only empty entries are skipped)."""
+    stream = stream if stream is not None else sys.stdin
+    if not null:
+        for line in stream:
+            line = line.rstrip("\r\n")
+            if line.strip():
+                yield line
+        return
+    raw = getattr(stream, "buffer", None)
+    if raw is not None:  # the bytes, decoded as file names are (undecodable bytes kept)
+        read = getattr(raw, "read1", raw.read)
+        chunks, sep, decode = iter(lambda: read(65536), b""), b"\0", os.fsdecode
+    else:  # a text stream
+        chunks, sep, decode = iter(lambda: stream.read(65536), ""), "\0", str
+    pending = sep[:0]
+    for chunk in chunks:
+        *names, pending = (pending + chunk).split(sep)
+        for name in names:
+            if name:
+                yield decode(name)
+    if pending:
+        yield decode(pending)
+
+
+class NoInputs(Exception):
+    """The inputs held nothing at all (only ``-``, and stdin listed no paths): nothing to do."""
+
+
+def nonempty(items: Iterable, what: str = "standard input listed no paths") -> Iterator:
+    """``items`` unchanged, after making sure now that there is at least one (else
+    :class:`NoInputs`). Takes the first item early; the rest stay lazy."""
+    it = iter(items)
+    try:
+        first = next(it)
+    except StopIteration:
+        raise NoInputs(f"no inputs ({what})") from None
+    return itertools.chain([first], it)
 
 
 class Failed:

@@ -131,12 +131,12 @@ def load_classifier(model: str, weights: str | None = None, device: str = "auto"
 
 
 def iter_pictures(inputs: Iterable[str], max_pixels: int | None = None,
-                  vid_stride: int = 1) -> Iterator[Frame | Failed]:
+                  vid_stride: int = 1, null: bool = False) -> Iterator[Frame | Failed]:
     """Every input picture in order, decoded at full resolution (``Frame.rgb`` set), or a
     :class:`Failed` naming the input and why. Video files yield their frames."""
     def load_image(path: str) -> Frame:
         dec = decode_image(path, max_pixels)
         return Frame(path, dec.rgb, dec.orig_size, meta={"mode": dec.mode, "format": dec.format})
 
-    for job in frame_jobs(expand(inputs), load_image, vid_stride, max_pixels):
+    for job in frame_jobs(expand(inputs, null=null), load_image, vid_stride, max_pixels):
         yield job()

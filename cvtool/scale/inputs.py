@@ -17,7 +17,6 @@ import fnmatch
 import glob
 import io
 import os
-import sys
 from dataclasses import dataclass
 from typing import Iterable, Iterator, TextIO
 
@@ -54,15 +53,16 @@ def _ext(text: str) -> str:
     return os.path.splitext(text.split("?", 1)[0])[1].lower()
 
 
-def plan(inputs: Iterable[str], stdin: TextIO | None = None) -> list[Item]:
-    """Expand the command-line inputs, in order (folders and prefixes sorted)."""
+def plan(inputs: Iterable[str], stdin: TextIO | None = None, null: bool = False) -> list[Item]:
+    """Expand the command-line inputs, in order (folders and prefixes sorted). ``-`` reads paths
+    from ``stdin``, one per line or NUL-separated (``null``), as the local engine does."""
+    from cvtool.io.sources import stdin_paths
+
     items: list[Item] = []
     for arg in inputs:
         if arg == "-":
-            for line in (stdin if stdin is not None else sys.stdin):
-                line = line.rstrip("\r\n")
-                if line.strip():
-                    items.extend(_entry(line))
+            for path in stdin_paths(stdin, null):
+                items.extend(_entry(path))
         elif _ext(arg) in LIST_EXTENSIONS and _exists(arg):
             for line in _read_bytes(arg).decode("utf-8", errors="replace").splitlines():
                 if line.strip() and not line.lstrip().startswith("#"):

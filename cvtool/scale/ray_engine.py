@@ -62,6 +62,7 @@ class RayOptions:
     max_pixels: int | None = None
     vid_stride: int = 1
     quiet: bool = False
+    null: bool = False  # -0: the paths on stdin are NUL-separated
 
 
 @dataclass
@@ -132,7 +133,9 @@ def run(task: str, sources: list[str], loaded, postprocess, opts: RayOptions,
         raise ScaleError(str(e)) from None
 
     try:
-        items = plan(sources, stdin)
+        items = plan(sources, stdin, null=opts.null)
+        if not items and all(arg == "-" for arg in sources):
+            raise InputError("no inputs (standard input listed no paths)")
     except InputError as e:
         raise ScaleError(str(e)) from None
     todo, skip_frames, skipped = _resume_filter(items, out) if opts.resume else (items, {}, 0)
