@@ -62,7 +62,8 @@ class Victim:
 def load_classifier_model(model: str, weights: str | None = None, option: str = "--model") -> LoadedModel:
     """Resolve ``--model`` (no torch needed yet: labels and preprocessing only)."""
     try:
-        loaded = load(model, weights)
+        # --eval-model has no weights option of its own (--weights is the attacked model's)
+        loaded = load(model, weights, weights_option="--weights" if option == "--model" else None, option=option)
     except ModelError as e:
         if option == "--model":
             raise
