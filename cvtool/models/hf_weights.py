@@ -58,7 +58,7 @@ def hf_revision_of(folder: str | os.PathLike) -> str:
 
 
 def _hf_snapshot(spec: ModelSpec, local_only: bool, revision: str | None = None,
-                 how: str | None = None) -> Path | None:
+                 how: str | None = None, notify=None) -> Path | None:
     """The model's folder in Hugging Face's cache (``local_only``) or freshly downloaded
     (``how``: the advice when the download fails, :func:`how_to_get`'s by default)."""
     try:
@@ -75,7 +75,8 @@ def _hf_snapshot(spec: ModelSpec, local_only: bool, revision: str | None = None,
         except Exception:  # LocalEntryNotFoundError and friends: simply not cached
             return None
         return path if (path / "config.json").is_file() else None
-    print(f"cvtool: downloading {spec.name} ({w.hf_repo}) from the Hugging Face Hub", file=sys.stderr)
+    message = f"downloading {spec.name} ({w.hf_repo}) from the Hugging Face Hub"
+    notify(message) if notify else print(f"cvtool: {message}", file=sys.stderr)
     try:
         return Path(snapshot_download(**kwargs))
     except Exception as e:
@@ -85,7 +86,7 @@ def _hf_snapshot(spec: ModelSpec, local_only: bool, revision: str | None = None,
 
 
 def _resolve_hf(spec: ModelSpec, weights_path, download: bool, revision: str | None = None,
-                weights_option: str | None = "--weights") -> ResolvedWeights:
+                weights_option: str | None = "--weights", notify=None) -> ResolvedWeights:
     """``--weights FOLDER`` > a folder imported into cvtool's cache > Hugging Face's cache >
     a download with Hugging Face's own code (online only). With ``revision`` the imported
     folder counts only when it recorded that very commit; a ``--weights`` folder must be it."""
@@ -107,7 +108,8 @@ def _resolve_hf(spec: ModelSpec, weights_path, download: bool, revision: str | N
     if snap is not None:
         return ResolvedWeights(snap, "hf-cache", dir_digest(snap), hf_revision_of(snap))
     if download and not offline() and os.environ.get("HF_HUB_OFFLINE", "") not in ("1", "true", "yes"):
-        snap = _hf_snapshot(spec, local_only=False, revision=revision, how=how_to_get(spec, weights_option))
+        snap = _hf_snapshot(spec, local_only=False, revision=revision, how=how_to_get(spec, weights_option),
+                            notify=notify)
         return ResolvedWeights(snap, "download", dir_digest(snap), hf_revision_of(snap))
     if offline():
         why = "offline (CVTOOL_OFFLINE is set)"

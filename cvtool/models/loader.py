@@ -195,11 +195,12 @@ def imported_dir() -> Path:
 
 def load(model: str, weights: str | None = None, task: str | None = None,
          revision: str | None = None, weights_option: str | None = "--weights",
-         option: str = "--model") -> LoadedModel:
+         option: str = "--model", notify=None) -> LoadedModel:
     """Resolve a ``--model`` argument (and optional ``--weights``, and ``--revision`` for a
     Hugging Face model) for ``task``. ``option``: the option (or argument) that took ``model``,
     and ``weights_option`` the one that takes its weights file (None where there is none), as
-    named in the errors."""
+    named in the errors; ``notify(message)``: hears about a weights conversion or download
+    (silenced with -q; default: a ``cvtool:`` line on stderr)."""
     if model.lower().endswith(".onnx"):
         loaded = _load_onnx(model)
     elif os.path.isfile(model):
@@ -213,7 +214,7 @@ def load(model: str, weights: str | None = None, task: str | None = None,
             raise ModelError(f"{str(e)[:-1]}; {option} also takes a .onnx file exported by cvtool or a "
                              "checkpoint from `cvtool train`.") from None
         try:
-            rw = resolve(spec, weights, revision=revision, weights_option=weights_option)
+            rw = resolve(spec, weights, revision=revision, weights_option=weights_option, notify=notify)
         except WeightsError as e:
             raise ModelError(str(e)) from None
         preprocess = spec.weights.preprocess

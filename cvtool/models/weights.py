@@ -120,12 +120,14 @@ def download_failure(e: BaseException) -> str:
 
 def resolve(spec: ModelSpec, weights_path: str | os.PathLike | None = None,
             download: bool = True, revision: str | None = None,
-            weights_option: str | None = "--weights") -> ResolvedWeights:
+            weights_option: str | None = "--weights", notify=None) -> ResolvedWeights:
     """Find the weights for ``spec`` following the documented order (``revision``: a Hugging
     Face commit, tag or branch to pin, for Hugging Face models; ``weights_option``: the option
-    that takes a weights file for this model, named in the errors' advice, or None)."""
+    that takes a weights file for this model, named in the errors' advice, or None;
+    ``notify(message)``: hears about a conversion or download once, as the ONNX export's
+    ``notify`` does; by default a ``cvtool:`` line on stderr, silenced with ``-q``)."""
     if spec.weights.hf_repo:
-        return _resolve_hf(spec, weights_path, download, revision, weights_option)
+        return _resolve_hf(spec, weights_path, download, revision, weights_option, notify)
     if revision is not None:
         raise WeightsError(f"--revision applies to Hugging Face models; {spec.name!r} is not one")
     if weights_path is not None:
@@ -143,11 +145,11 @@ def resolve(spec: ModelSpec, weights_path: str | os.PathLike | None = None,
     pkg = _package_file(spec)
     if pkg is not None:
         if spec.weights.converter:  # a foreign format (e.g. a TF graph): convert once into the cache
-            convert(spec, pkg, cached)
+            convert(spec, pkg, cached, notify)
             return ResolvedWeights(cached, "package", sha256_file(cached))
         return ResolvedWeights(pkg, "package", sha256_file(pkg))
     if download and spec.weights.url and not offline():
-        path = fetch(spec, weights_option=weights_option)
+        path = fetch(spec, weights_option=weights_option, notify=notify)
         return ResolvedWeights(path, "download", sha256_file(path))
     if spec.weights.train_only:
         raise WeightsError(f"no weights for model {spec.name!r}: {how_to_get(spec)}.")
@@ -158,11 +160,16 @@ def resolve(spec: ModelSpec, weights_path: str | os.PathLike | None = None,
         f"To get them: {how_to_get(spec, weights_option)}.")
 
 
-def convert(spec: ModelSpec, source: Path, dest: Path) -> Path:
-    """Run the registry's converter for a foreign weights format (e.g. a TF frozen graph)."""
+def _say(message: str) -> None:
+    print(f"cvtool: {message}", file=sys.stderr)
+
+
+def convert(spec: ModelSpec, source: Path, dest: Path, notify=None) -> Path:
+    """Run the registry's converter for a foreign weights format (e.g. a TF frozen graph);
+    ``notify(message)`` hears that it runs (default: a ``cvtool:`` line on stderr)."""
     module, _, func = spec.weights.converter.partition(":")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    print(f"cvtool: converting {spec.name} weights from {source} once, into {dest}", file=sys.stderr)
+    (notify or _say)(f"converting {spec.name} weights from {source} once, into {dest}")
     try:
         getattr(importlib.import_module(module), func)(source, dest)
         os.chmod(dest, 0o644)
@@ -181,7 +188,7 @@ class ConverterBug(RuntimeError):
 
 
 def fetch(spec: ModelSpec, timeout: float = 30.0, weights_option: str | None = None,
-          pulling: bool = False) -> Path:
+          pulling: bool = False, notify=None) -> Path:
     """Download the official weights into the cache, verifying the checksum (``weights_option``,
     ``pulling``: as for :func:`how_to_get`, for the advice when it fails)."""
     import urllib.error
@@ -195,7 +202,7 @@ def fetch(spec: ModelSpec, timeout: float = 30.0, weights_option: str | None = N
         raise WeightsError(f"cannot download {spec.name!r}: CVTOOL_OFFLINE is set. To get the weights: {how}.")
     dest = cached_file(spec)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    print(f"cvtool: downloading {spec.name} weights from {url}", file=sys.stderr)
+    (notify or _say)(f"downloading {spec.name} weights from {url}")
     from cvtool.io.atomic import write_with
 
     def download(tmp: str) -> None:
