@@ -147,6 +147,25 @@ def test_a_block_with_a_tolerance_forgives_figures_within_it_and_says_so_beyond(
 # ---- the docs ------------------------------------------------------------------------------
 
 
+def test_the_readme_names_every_optional_extra_and_what_needs_it():
+    """Issue 24.15: the README did not say that `cvtool train digits` needs scikit-learn, which
+    the base install lacks. Every extra in pyproject.toml (but the tests' own) is named in the
+    README's install lines, with the package it is there for (its first)."""
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    readme = (ROOT / "README.md").read_text()
+    for name, packages in extras.items():
+        if name == "test":
+            continue
+        assert f'.[{name}]"' in readme or f"cvtool[{name}]" in readme, f"README.md: no install line for [{name}]"
+        dist = packages[0].split(">")[0].split("[")[0].split("=")[0].strip()
+        assert dist in readme, f"README.md: [{name}] installs {dist}, which it never names"
+    assert "`cvtool train digits`" in readme and "scikit-learn" in readme
+
+
+
+
 @pytest.mark.skipif(shutil.which("jq") is None, reason="the docs' commands use jq (apt-get install jq)")
 def test_every_shown_command_still_prints_what_the_docs_show():
     pages = console.find_pages(console.DEFAULT_PAGES)
