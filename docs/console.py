@@ -35,6 +35,11 @@ wrote. Directives, in HTML comments (not rendered) right before a block:
 * ``<!-- console: skip REASON -->``: never run (shown for illustration only, e.g. needs a GPU).
 * ``<!-- console-ignore: REGEX -->``: what the (Python) regular expression matches is left out of
   the comparison, for figures the general rules below cannot recognise (timings in CSV columns).
+* ``<!-- console: tolerance 2% REASON -->``: the block's decimal figures match when within 2% of
+  the shown ones (relative; values below 1e-4 in size count as equal), instead of to 3 significant
+  digits; the words and whole numbers around them must still match exactly. For figures that
+  differ from machine to machine beyond float noise (an attack's many steps amplify the last bits
+  of an OpenCV resize or a NumPy/torch sum). The page says so where it shows them.
 * ``<!-- console-teardown ... -->`` right after a block: bash lines run after it.
 
 ``--write`` rewrites only the outputs that really changed; ``--write --refresh`` rewrites every
@@ -86,6 +91,7 @@ class Block:
     slow: str | None = None
     skip: str | None = None
     ignore: list[str] = field(default_factory=list)  # regexes blanked out before comparing
+    tolerance: float | None = None  # relative tolerance on decimal figures (`console: tolerance 2%`)
 
 
 _DIRECTIVE = re.compile(r"<!--\s*console(-setup|-teardown|-env|-ignore)?\s*:?\s*(.*?)\s*-->", re.S)
@@ -183,6 +189,12 @@ def parse_page(page: str, text: str) -> list[Block]:
                     block.slow = reason or "slow"
                 elif word == "skip":
                     block.skip = reason or "skip"
+                elif word == "tolerance":
+                    m_tol = re.fullmatch(r"(\d+(?:\.\d+)?)%(?:\s.*)?", reason, re.S)
+                    if not m_tol:
+                        raise ValueError(f"{page}:{start + 1}: expected 'console: tolerance N% REASON', "
+                                         f"got 'console: {body}'")
+                    block.tolerance = float(m_tol.group(1)) / 100
                 else:
                     raise ValueError(f"{page}:{start + 1}: unknown directive 'console: {body}'")
         i += 1
@@ -245,10 +257,15 @@ def _float(m: re.Match) -> str:
     return f"{x:.3g}"
 
 
-def normalise(text: str) -> str:
+_MARK = "\x00"  # brackets a float kept whole for a comparison with a tolerance
+
+
+def normalise(text: str, keep_floats: bool = False) -> str:
+    """The text as compared: timings, digests, temporary names blanked; floats to 3 significant
+    digits, or (``keep_floats``) kept whole between two ``_MARK`` characters for :func:`same`."""
     for rx, rep in _NORMALISE:
         text = rx.sub(rep, text)
-    text = _FLOAT.sub(_float, text)
+    text = _FLOAT.sub((lambda m: _MARK + m.group(0) + _MARK) if keep_floats else _float, text)
     out = []
     for line in text.split("\n"):
         line = re.sub(r"[─━═]+", "─", line)  # table rules stretch with their columns
@@ -260,6 +277,20 @@ def normalise(text: str) -> str:
     # it ends) may interleave differently from run to run: each keeps its order, not their mix.
     mine = [line for line in out if line.startswith("cvtool:")]
     return "\n".join([line for line in out if not line.startswith("cvtool:")] + (["--"] + mine if mine else []))
+
+
+def same(shown: str, now: str, tolerance: float | None = None) -> bool:
+    """Whether two outputs match: after :func:`normalise`; with a ``tolerance``, every decimal
+    figure within that relative distance of the shown one (the rest of the text exactly equal)."""
+    if tolerance is None:
+        return normalise(shown) == normalise(now)
+    a, b = normalise(shown, keep_floats=True).split(_MARK), normalise(now, keep_floats=True).split(_MARK)
+    if len(a) != len(b) or a[0::2] != b[0::2]:
+        return False
+    for x, y in zip(map(float, a[1::2]), map(float, b[1::2])):
+        if max(abs(x), abs(y)) >= 1e-4 and abs(x - y) > tolerance * max(abs(x), abs(y)):
+            return False
+    return True
 
 
 # ------------------------------------------------------------------------------------- running
@@ -412,11 +443,19 @@ def run_page(page: str, blocks: list[Block], run_slow: bool, keep: bool = False,
 # ---------------------------------------------------------------------------------- reporting
 
 
-def _compared(block: Block, lines: list[str]) -> str:
+def _ignored(block: Block, lines: list[str]) -> str:
     text = "\n".join(lines)
     for rx in block.ignore:
         text = re.sub(rx, "<ignored>", text)
-    return normalise(text)
+    return text
+
+
+def _compared(block: Block, lines: list[str]) -> str:
+    return normalise(_ignored(block, lines))
+
+
+def _same(block: Block, shown: list[str], now: list[str]) -> bool:
+    return same(_ignored(block, shown), _ignored(block, now), block.tolerance)
 
 
 def differences(results: list[Result], max_lines: int = 30) -> list[str]:
@@ -434,9 +473,13 @@ def differences(results: list[Result], max_lines: int = 30) -> list[str]:
         if r.error:
             reports.append(f"{head}\n  {r.error}")
             continue
-        want, got = _compared(r.block, c.output), _compared(r.block, r.actual)
-        if want == got:
+        if _same(r.block, c.output, r.actual):
             continue
+        want, got = _compared(r.block, c.output), _compared(r.block, r.actual)
+        if want == got:  # equal to 3 digits, but off by more than the block's tolerance
+            want, got = (normalise(_ignored(r.block, x), keep_floats=True).replace(_MARK, "")
+                         for x in (c.output, r.actual))
+            head += f"  (beyond the block's {r.block.tolerance:.3g} relative tolerance)"
         diff = list(difflib.unified_diff(want.split("\n"), got.split("\n"), "shown", "now", n=1,
                                          lineterm=""))
         if len(diff) > max_lines:
@@ -455,7 +498,7 @@ def rewrite(path: Path, results: list[Result], parsed_text: str, refresh: bool =
     lines = parsed_text.split("\n")
     edits = sorted(((r.command.out_start, len(r.command.output), r.actual) for r in results
                     if r.command is not None and r.actual is not None and not r.error
-                    and (refresh or _compared(r.block, r.command.output) != _compared(r.block, r.actual))),
+                    and (refresh or not _same(r.block, r.command.output, r.actual))),
                    key=lambda e: e[0], reverse=True)
     for start, n, new in edits:
         lines[start:start + n] = new
@@ -535,6 +578,7 @@ def main(argv: list[str] | None = None) -> int:
             for b in parse_page(p, (ROOT / p).read_text()):
                 tag = f" [slow: {b.slow}]" if b.slow else f" [skip: {b.skip}]" if b.skip else ""
                 setup = " [setup]" if b.setup else ""
+                setup += f" [tolerance {b.tolerance * 100:g}%]" if b.tolerance is not None else ""
                 print(f"{p}:{b.line}: block, {len(b.commands)} command(s){tag}{setup}")
                 for c in b.commands:
                     print(f"  {p}:{c.line}: $ {c.text.splitlines()[0][:100]}")

@@ -223,8 +223,10 @@ def test_pgd_fools_the_model_on_every_sample_photo_and_the_png_stays_within_eps(
 def test_photo_resolution_pictures_fool_cvtool_classify(cli, samples, tmp_path):
     """Issue 14.16: adversarial pictures saved at the photo's own size, attacked through the
     preprocessing, are fooling when `cvtool classify` (its own decode, resize and crop, ONNX
-    Runtime) reads the saved files back; network-sized ones often are not, as classify resizes
-    and crops them again."""
+    Runtime) reads the saved files back, and the record's 8-bit verdict is what classify sees.
+    Network-sized ones are fooling at the network's size; classify resizes and crops them again,
+    so nothing is promised about what it says of them (issue 24.17: 5/6 stayed fooling on one
+    machine, 6/6 on another, so no comparison between the two modes is asserted)."""
     clean = {r["source"].split("/")[-1]: r["class_id"]
              for r in jsonl(run_cvtool("classify", samples, "-q").stdout)}
     fooled = {}
@@ -242,14 +244,17 @@ def test_photo_resolution_pictures_fool_cvtool_classify(cli, samples, tmp_path):
                 from cvtool.io.decode import decode_image
 
                 assert (kept == decode_image(r["source"]).rgb).all()
+            else:  # the network's own input size, fooling the model at that size
+                assert adv.shape[:2] == (r["input_size"], r["input_size"]) and r["success_8bit"]
             d = np.abs(adv.astype(int) - kept.astype(int))
             assert d.max() <= EPS and d.max() == r["norms"]["linf_255"]
         again = jsonl(run_cvtool("classify", *(r["saved"]["adv"] for r in recs), "-q").stdout)
         fooled[mode] = sum(a["class_id"] != clean[r["source"].split("/")[-1]] for a, r in zip(again, recs))
         if mode == "photo":  # the record's 8-bit verdict is what classify sees
             assert [a["class_id"] for a in again] == [r["adversarial"]["class_id"] for r in recs]
+    # Every photo fools classify. The margin: PGD-10 fools an undefended ImageNet classifier at
+    # far less than eps 4/255 (measured: all 6 photos are still fooled at 1/255, a quarter of EPS).
     assert fooled["photo"] == 6, fooled
-    assert fooled["photo"] > fooled["network"], fooled  # measured: 6/6 against 5/6
 
 
 def test_fgsm_targeted_and_l2(cli, samples):
@@ -263,7 +268,10 @@ def test_fgsm_targeted_and_l2(cli, samples):
     r = jsonl(res.stdout)[0]
     assert r["attack"]["norm"] == "l2" and r["norms"]["l2"] <= 0.5 + 1e-9 and r["norms"]["l2"] > 0.4
 
-    res = cli("attack", "pgd", samples / "cat.jpg", "--target", "goldfish", "--eps", "8/255", "--steps", "5")
+    # Targeted: 20 steps, not the 3 to 5 that reach goldfish only just (measured: 3 steps fail,
+    # 4 and 5 end at goldfish 0.32 and 0.26 on the saved picture, so a different OpenCV resize or
+    # NumPy build could tip it; 20 steps end at goldfish 1.00).
+    res = cli("attack", "pgd", samples / "cat.jpg", "--target", "goldfish", "--eps", "8/255", "--steps", "20")
     assert res.exit_code == 0, res.stderr
     r = jsonl(res.stdout)[0]
     assert r["attack"]["targeted"] and r["target"] == {"class_id": 1, "label": "goldfish"}

@@ -338,3 +338,20 @@ def test_table_format_for_terminals(cli, samples, tmp_path):
 def test_version_and_module_entry_point():
     proc = run_cvtool("--version")
     assert proc.returncode == 0 and proc.stdout.startswith("cvtool 0.")
+
+
+def test_the_table_at_80_columns_keeps_names_whole_and_has_no_empty_column(samples):
+    """Issue 24.14: with -k 1 the table had an empty "top-1" column (it holds the labels after the
+    first), and at 80 columns the file names were cut in two (`sample_images/astronaut` / `.jpg`)
+    while the labels wrapped mid-word. Checked on the real table a terminal of 80 columns gets."""
+    from conftest import run_cvtool
+
+    for k, header in (("1", ["source", "label", "score"]), ("5", ["source", "label", "score", "runners-up"])):
+        proc = run_cvtool("classify", "sample_images", "-k", k, "--format", "table", "-q", env={"COLUMNS": "80"})
+        assert proc.returncode == 0, proc.stderr
+        lines = proc.stdout.splitlines()
+        assert all(len(line) <= 80 and line[-1] in "┓┃┩│┘" for line in lines), proc.stdout
+        assert [c.strip() for c in lines[1].strip("┃").split("┃")] == header, lines[1]
+        names = sorted(p.name for p in samples.glob("*.jpg"))
+        assert [n for n in names if any(f"sample_images/{n}" in line for line in lines)] == names, proc.stdout
+    assert "bobsled 0.11," in proc.stdout and "punching bag 0.05," in proc.stdout  # words kept whole

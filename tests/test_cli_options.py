@@ -70,3 +70,18 @@ def test_max_pixels_reaches_every_command(cli, samples, argv):
     [rec] = jsonl(res.stdout)
     assert rec["ok"] is False and rec["source"].endswith("cat.jpg")
     assert "pixels" in rec["error"], rec["error"]
+
+
+def test_quiet_also_silences_the_one_time_weights_conversion(samples, tmp_path):
+    """Issue 24.14: `-q` silenced "exported ... to ONNX once" but not "converting ... weights ...
+    once", which the weights resolution printed itself; both now reach stderr through the same
+    `notify` the ONNX export uses. Without -q both lines are there (a fresh cache each time)."""
+    from conftest import run_cvtool
+
+    loud = run_cvtool("detect", samples / "cat.jpg", env={"CVTOOL_HOME": str(tmp_path / "a")})
+    assert loud.returncode == 0, loud.stderr
+    assert [line.split(" ")[1] for line in loud.stderr.splitlines()] == ["converting", "exported"], loud.stderr
+    quiet = run_cvtool("detect", samples / "cat.jpg", "-q", env={"CVTOOL_HOME": str(tmp_path / "b")})
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+    assert (tmp_path / "b" / "weights" / "ssd_mobilenet_v2_coco.safetensors").is_file()
+    assert len(quiet.stdout.splitlines()) == 1

@@ -119,7 +119,51 @@ def test_normalise_keeps_real_changes(shown, now):
     assert console.normalise(shown) != console.normalise(now)
 
 
+def test_a_block_with_a_tolerance_forgives_figures_within_it_and_says_so_beyond(tmp_path):
+    """Issue 24.17: `<!-- console: tolerance N% -->` compares the block's decimal figures within
+    N% (a last-digit drift such as l2 8.38 -> 8.42 matches; 3 significant digits would not), and
+    still the words, whole numbers and figures beyond it."""
+    assert not console.same('"l2":8.384045', '"l2":8.421337')
+    assert console.same('"l2":8.384045', '"l2":8.421337', 0.01)
+    assert console.same('"linf":0.00001,"l2":8.38', '"linf":0.00009,"l2":8.40', 0.01)
+    assert not console.same('"l2":8.384045', '"l2":8.6', 0.01)
+    assert not console.same('"label":"ski","l2":8.38', '"label":"alp","l2":8.38', 0.01)
+    assert not console.same('"linf_255":4,"l2":8.38', '"linf_255":5,"l2":8.38', 0.01)
+    assert not console.same("8.38 8.38", "8.38", 0.01)
+    page = tmp_path / "page.md"
+    page.write_text("<!-- console: tolerance 1% an attack's last digits differ by machine -->\n"
+                    "```console\n$ echo l2 8.42\nl2 8.38\n```\n\n"
+                    "<!-- console: tolerance 1% -->\n```console\n$ echo l2 8.60\nl2 8.38\n```\n")
+    blocks = console.parse_page(str(page), page.read_text())
+    assert [b.tolerance for b in blocks] == [0.01, 0.01]
+    reports, _ = console.check_pages([str(page)], write=True)
+    assert len(reports) == 1 and ":9: $ echo l2 8.60" in reports[0], reports
+    # the rewrite leaves the output within the tolerance as it was, and fixes the other one
+    assert page.read_text().count("l2 8.38") == 1 and "\nl2 8.60\n" in page.read_text()
+    with pytest.raises(ValueError, match="tolerance N%"):
+        console.parse_page("p.md", "<!-- console: tolerance lots -->\n```console\n$ true\n```\n")
+
+
 # ---- the docs ------------------------------------------------------------------------------
+
+
+def test_the_readme_names_every_optional_extra_and_what_needs_it():
+    """Issue 24.15: the README did not say that `cvtool train digits` needs scikit-learn, which
+    the base install lacks. Every extra in pyproject.toml (but the tests' own) is named in the
+    README's install lines, with the package it is there for (its first)."""
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    readme = (ROOT / "README.md").read_text()
+    for name, packages in extras.items():
+        if name == "test":
+            continue
+        assert f'.[{name}]"' in readme or f"cvtool[{name}]" in readme, f"README.md: no install line for [{name}]"
+        dist = packages[0].split(">")[0].split("[")[0].split("=")[0].strip()
+        assert dist in readme, f"README.md: [{name}] installs {dist}, which it never names"
+    assert "`cvtool train digits`" in readme and "scikit-learn" in readme
+
+
 
 
 @pytest.mark.skipif(shutil.which("jq") is None, reason="the docs' commands use jq (apt-get install jq)")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import jsonl, run_cvtool
+from conftest import ROOT, jsonl, run_cvtool
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,80 @@ def test_offline_without_weights_says_how_to_get_them(samples):
     msg = proc.stderr.strip()
     assert msg.count("\n") == 0, msg
     assert "no weights for model 'resnet18'" in msg and "CVTOOL_OFFLINE" in msg
-    assert "cvtool models pull resnet18" in msg and "cvtool models import resnet18" in msg
+    assert f"download {RESNET18_URL} on a machine with internet" in msg
+    assert "cvtool models import resnet18 resnet18-f37072fd.pth" in msg and "--weights PATH" in msg
+
+
+NO_NETWORK = {"CVTOOL_OFFLINE": "", "no_proxy": "", "NO_PROXY": "",
+              # downloads go to a closed local port: "Connection refused" at once, on every machine
+              **{k: "http://127.0.0.1:9" for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")}}
+RESNET18_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
+
+
+def test_pull_without_network_says_so_and_names_the_url_and_the_import(tmp_path):
+    """Issue 24.11: `models pull` with no network said to run `cvtool models pull resnet18` on a
+    machine with internet, the command just typed. It says what failed (no network), where the
+    file comes from (its URL) and the one command that imports it; no --weights (pull has none)."""
+    proc = run_cvtool("models", "pull", "resnet18", env={**NO_NETWORK, "CVTOOL_HOME": str(tmp_path)})
+    assert proc.returncode == 2 and proc.stdout == ""
+    err = proc.stderr.strip().splitlines()
+    assert err[0] == f"cvtool: downloading resnet18 weights from {RESNET18_URL}" and len(err) == 2, err
+    assert err[1].startswith("cvtool: error: cannot download the weights of 'resnet18': no network ("), err
+    assert f"download {RESNET18_URL} on a machine with internet" in err[1]
+    assert "`cvtool models import resnet18 resnet18-f37072fd.pth`" in err[1]
+    assert "models pull" not in err[1] and "--weights" not in err[1]
+    assert not (tmp_path / "weights" / "resnet18-f37072fd.pth").exists()
+
+
+def test_eval_model_without_weights_does_not_offer_the_attacked_models_weights_option(samples, tmp_path):
+    """Issue 24.12: `attack --eval-model resnet18` offline suggested `--weights PATH`, which is the
+    attacked model's option; the attacked model's own message keeps it."""
+    for env in ({"CVTOOL_HOME": str(tmp_path)}, {**NO_NETWORK, "CVTOOL_HOME": str(tmp_path)}):
+        proc = run_cvtool("attack", "fgsm", samples / "cat.jpg", "--eval-model", "resnet18", "-q", env=env)
+        assert proc.returncode == 2 and proc.stdout == ""
+        msg = proc.stderr.strip().splitlines()[-1]
+        assert msg.startswith("cvtool: error: --eval-model resnet18: ") and "--weights" not in msg, msg
+        assert "cvtool models import resnet18 resnet18-f37072fd.pth" in msg
+    proc = run_cvtool("attack", "fgsm", samples / "cat.jpg", "--model", "resnet18", "-q",
+                      env={"CVTOOL_HOME": str(tmp_path)})
+    assert proc.returncode == 2 and proc.stderr.rstrip().endswith("or pass a weights file with --weights PATH.")
+
+
+@pytest.mark.parametrize("args, also", [
+    (("export", "nonsense", "-o", "x.onnx"), "; MODEL may also be a checkpoint from `cvtool train`."),
+    (("classify", "sample_images/cat.jpg", "--model", "nonsense"),
+     "; --model also takes a .onnx file exported by cvtool or a checkpoint from `cvtool train`."),
+    (("attack", "fgsm", "sample_images/cat.jpg", "--eval-model", "nonsense"),
+     "; --eval-model also takes a .onnx file exported by cvtool or a checkpoint from `cvtool train`."),
+    (("models", "pull", "nonsense"), "."),
+])
+def test_an_unknown_model_name_says_what_the_option_at_hand_also_takes(tmp_path, args, also):
+    """Issue 24.12: `export nonsense` said "--model also takes a .onnx file"; export has no --model."""
+    proc = run_cvtool(*args, cwd=ROOT)
+    assert proc.returncode == 2 and proc.stdout == ""
+    msg = proc.stderr.strip()
+    assert msg.count("\n") == 0 and "unknown model 'nonsense'. `cvtool models list` shows the registered models" in msg
+    assert msg.endswith(also), msg
+    if args[0] != "classify" and "--eval-model" not in args:
+        assert "--model" not in msg, msg
+
+
+@pytest.mark.parametrize("content, says", [
+    (b"this is not a checkpoint\n", "not a PyTorch checkpoint (.pt, .pth) or a .safetensors file"),
+    (b"hello\n", "not a PyTorch checkpoint (.pt, .pth) or a .safetensors file"),  # torch: KeyError(101)
+    (b"", "empty file, not a weights file"),
+    (b"PK\x03\x04" + bytes(60), "a PyTorch checkpoint that is damaged or cut short; copy it again"),
+])
+def test_a_file_that_is_not_weights_says_what_it_is_without_unpickler_internals(samples, tmp_path,
+                                                                                  content, says):
+    """Issue 24.12: `--weights fake.pth` gave `not a loadable weights file (174812789)`, the
+    unpickler's memo key; the message says what the file is instead."""
+    path = tmp_path / "fake.pth"
+    path.write_bytes(content)
+    proc = run_cvtool("classify", samples / "cat.jpg", "--model", "resnet18", "--weights", path)
+    assert proc.returncode == 2 and proc.stderr == f"cvtool: error: {path}: {says}\n"
+    proc = run_cvtool("classify", samples / "cat.jpg", "--model", path)
+    assert proc.returncode == 2 and proc.stderr == f"cvtool: error: --model {path}: {says}\n"
 
 
 def test_weights_argument_loads_a_native_state_dict(cli, samples, resnet18_file):
@@ -89,8 +162,42 @@ def test_pickled_objects_are_never_unpickled(cli, samples, tmp_path):
     path = tmp_path / "evil.pth"
     path.write_bytes(pickle.dumps({"fc.weight": Evil()}))
     res = cli("classify", samples / "cat.jpg", "--model", "resnet18", "--weights", path, "--backend", "torch")
-    assert res.exit_code == 2 and "not a loadable weights file" in res.stderr
+    assert res.exit_code == 2 and f"{path}: refused: it holds pickled Python objects or code" in res.stderr
     assert "pwned" not in res.stdout
+
+
+class _Payload:
+    """Unpickling this runs code: it creates the file named (a real `__reduce__` payload)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("how", ["torch.save", "pickle"])
+def test_model_with_code_in_it_is_refused_in_cvtools_words(samples, tmp_path, how):
+    """Issue 24.15: `--model evil.pth` was rightly refused, but printed PyTorch's 200-character
+    `weights_only` explanation; it is said in cvtool's words, as `--weights` says it, and the
+    payload never runs."""
+    import pickle
+
+    import torch
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pth"
+    obj = {"cvtool": {"arch": "cnn"}, "state_dict": {"w": _Payload(marker)}}
+    torch.save(obj, evil) if how == "torch.save" else evil.write_bytes(pickle.dumps(obj))
+    why = ("refused: it holds pickled Python objects or code, not just tensors, and cvtool never "
+           "unpickles those (it loads with weights_only=True)")
+    proc = run_cvtool("classify", samples / "cat.jpg", "--model", evil)
+    assert proc.returncode == 2 and proc.stderr == f"cvtool: error: --model {evil}: {why}\n"
+    proc = run_cvtool("classify", samples / "cat.jpg", "--model", "resnet18", "--weights", evil)
+    assert proc.returncode == 2 and proc.stderr == f"cvtool: error: {evil}: {why}\n"
+    assert "PyTorch 2.6" not in proc.stderr and not marker.exists()
 
 
 def test_import_checks_checksum_and_architecture(cli, resnet18_file, tmp_path, cvtool_home, samples):
@@ -99,7 +206,7 @@ def test_import_checks_checksum_and_architecture(cli, resnet18_file, tmp_path, c
     not_weights = tmp_path / "junk.pth"
     not_weights.write_bytes(b"junk")
     res = cli("models", "import", "resnet18", not_weights, "--force")
-    assert res.exit_code == 2 and "not a loadable weights file" in res.stderr
+    assert res.exit_code == 2 and f"{not_weights}: not a PyTorch checkpoint" in res.stderr
     res = cli("models", "import", "resnet18", resnet18_file, "--force")
     assert res.exit_code == 0, res.stderr
     cached = cvtool_home / "weights" / "resnet18-f37072fd.pth"

@@ -252,7 +252,9 @@ def test_offline_without_weights_is_a_clear_setup_error(tmp_path, samples):
     err = proc.stderr
     assert "Traceback" not in err and err.count("\n") == 1
     assert "deeplabv3_mobilenet_v3_large" in err and "offline" in err
-    assert "cvtool models pull" in err and "cvtool models import" in err and "--weights" in err
+    # where the file comes from (issue 24.11) and the one command that imports it
+    assert "download https://download.pytorch.org/models/deeplabv3_mobilenet_v3_large-" in err
+    assert "cvtool models import deeplabv3_mobilenet_v3_large deeplabv3_mobilenet_v3_large-" in err and "--weights" in err
     assert not (tmp_path / "s").exists() and not (tmp_path / "r.jsonl").exists()
     assert not (tmp_path / "home" / "weights").exists() or not any((tmp_path / "home" / "weights").iterdir())
 

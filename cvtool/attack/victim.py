@@ -59,10 +59,14 @@ class Victim:
         return cv2.resize(u8, (s, s), interpolation=interp)
 
 
-def load_classifier_model(model: str, weights: str | None = None, option: str = "--model") -> LoadedModel:
-    """Resolve ``--model`` (no torch needed yet: labels and preprocessing only)."""
+def load_classifier_model(model: str, weights: str | None = None, option: str = "--model",
+                          notify=None) -> LoadedModel:
+    """Resolve ``--model`` (no torch needed yet: labels and preprocessing only); ``notify``
+    hears about a weights download, as for :func:`cvtool.models.loader.load`."""
     try:
-        loaded = load(model, weights)
+        # --eval-model has no weights option of its own (--weights is the attacked model's)
+        loaded = load(model, weights, weights_option="--weights" if option == "--model" else None, option=option,
+                      notify=notify)
     except ModelError as e:
         if option == "--model":
             raise

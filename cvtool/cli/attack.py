@@ -118,7 +118,8 @@ def _setup(method, model, weights, eps, alpha, steps, restarts, norm, target, la
         build_config(method, **opts)  # option mistakes first, before anything is loaded
         c.check_output(fmt, output, overwrite)
         parse_device(device)
-        loaded = load_classifier_model(model, weights)
+        hush = (lambda _m: None) if quiet else None  # -q: no "downloading ... weights" line either
+        loaded = load_classifier_model(model, weights, notify=hush)
         use_onnx = check_backend(loaded, model, backend, need_gradients)
         cfg = build_config(method, **opts, input_size=loaded.preprocess.crop)
         if method == "square" and cfg.eps * 255 < 1 - 1e-6:
@@ -127,7 +128,7 @@ def _setup(method, model, weights, eps, alpha, steps, restarts, norm, target, la
         label_map = None if labels is None else read_labels_file(labels, loaded.labels)
         eval_loaded = eval_onnx = None
         if eval_model is not None:
-            eval_loaded = load_classifier_model(eval_model, option="--eval-model")
+            eval_loaded = load_classifier_model(eval_model, option="--eval-model", notify=hush)
             eval_onnx = check_backend(eval_loaded, eval_model, "auto", False, option="--eval-model")
             if tuple(eval_loaded.labels) != tuple(loaded.labels):
                 raise ModelError(f"--eval-model {eval_model}: its {len(eval_loaded.labels)} classes are not "

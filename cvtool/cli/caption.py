@@ -66,7 +66,7 @@ def caption(
                 if spec is not None and not cap.supports_prompt(spec):
                     raise ModelError(f"--prompt: {spec.name} cannot continue a prompt (conditional "
                                      "captioning needs a BLIP model, e.g. blip_base)")
-            loaded = load(model, weights, task=cap.TASK, revision=revision)
+            loaded = load(model, weights, task=cap.TASK, revision=revision, notify=None if not opts.quiet else (lambda _m: None))
             note = getattr(loaded.preprocess, "note", None)
             if note and not opts.quiet:
                 print(f"cvtool: {note}", file=sys.stderr)

@@ -35,10 +35,17 @@ def classify(
     run.run_task_command(
         TASK, sources, opts, model=model, weights=weights, make_postprocess=lambda m: Classifier(m, topk),
         annotate=lambda rgb, rec: annotate_classification(rgb, rec["topk"]),
-        table_row=_row, table_columns=["source", "label", "score", f"top-{topk}"], save=save)
+        table_row=_row if topk > 1 else _row_top1,
+        table_columns=["source", "label", "score"] + (["runners-up"] if topk > 1 else []), save=save)
 
 
 def _row(d: dict) -> list[str]:
-    name = d["source"] + (f"#{d['frame']}" if d.get("frame") is not None else "")
+    """source, label, score and the other k-1 labels (the column was called top-k, and was empty
+    with -k 1: issue 24.14)."""
     rest = ", ".join(f"{t['label']} {t['score']:.2f}" for t in d["topk"][1:])
-    return [name, d["label"], f"{d['score']:.3f}", rest]
+    return _row_top1(d) + [rest]
+
+
+def _row_top1(d: dict) -> list[str]:
+    name = d["source"] + (f"#{d['frame']}" if d.get("frame") is not None else "")
+    return [name, d["label"], f"{d['score']:.3f}"]

@@ -60,7 +60,7 @@ def depth(
     if eval_gt is not None and not eval_gt.is_dir():
         raise c.fail(f"--eval {eval_gt}: no such folder (it must hold one ground-truth file per picture)")
     try:
-        loaded = load(model, weights, task=TASK, revision=revision)
+        loaded = load(model, weights, task=TASK, revision=revision, notify=None if not opts.quiet else (lambda _m: None))
         note = getattr(loaded.preprocess, "note", None)
         if note and not opts.quiet:
             print(f"cvtool: {note}", file=sys.stderr)

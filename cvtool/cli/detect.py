@@ -54,7 +54,7 @@ def detect(
         conf = 0.01 if eval_gt is not None else 0.3
     try:
         gt, gt_ids = load_ground_truth(eval_gt) if eval_gt is not None else (None, None)
-        loaded = load(model, weights, task=TASK)
+        loaded = load(model, weights, task=TASK, notify=None if not opts.quiet else (lambda _m: None))
         if imgsz is not None and loaded.foreign is not None:  # another exporter's file
             loaded = with_imgsz(loaded, imgsz)
         elif imgsz is not None and imgsz != loaded.preprocess.crop:

@@ -72,7 +72,7 @@ def export(
         try:
             spec = registry.get(model)
         except registry.UnknownModel as e:
-            raise c.fail(str(e)) from None
+            raise c.fail(f"{str(e)[:-1]}; MODEL may also be a checkpoint from `cvtool train`.") from None
         if not spec.exportable:  # say so before fetching weights that could not be used anyway
             raise c.fail(f"{spec.name} cannot be exported: {spec.export_note or 'it runs on torch only'}",
                          c.EXIT_FAILED)

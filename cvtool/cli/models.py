@@ -110,7 +110,7 @@ def info_cmd(model: Annotated[str, typer.Argument(help="Registry name or cvtool 
         return
     if model.lower().endswith(".onnx") or (not registry.is_registered(model) and "/" not in model):
         try:
-            m = load(model)
+            m = load(model, weights_option=None, option="MODEL")
         except ModelError as e:
             raise c.fail(str(e)) from None
         if m.foreign is not None:  # another exporter's file: what cvtool recognised, and from where
@@ -177,7 +177,7 @@ def pull_cmd(model: Annotated[str, typer.Argument(help="Registry name.")],
         if spec.weights.train_only:
             from cvtool.models.weights import how_to_get
 
-            raise WeightsError(f"nothing to pull for {spec.name!r}: {how_to_get(spec)}")
+            raise WeightsError(f"nothing to pull for {spec.name!r}: {how_to_get(spec, None, pulling=True)}")
         if spec.weights.hf_repo:
             from cvtool.models.weights import pull_hf
 
@@ -186,8 +186,8 @@ def pull_cmd(model: Annotated[str, typer.Argument(help="Registry name.")],
         if cached_file(spec).is_file():
             print(f"{spec.name}: already cached at {cached_file(spec)}", file=sys.stderr)
             return
-        rw = resolve(spec) if spec.weights.url is None else None
-        path = rw.path if rw else fetch(spec)
+        rw = resolve(spec, weights_option=None) if spec.weights.url is None else None
+        path = rw.path if rw else fetch(spec, weights_option=None, pulling=True)
     except (registry.UnknownModel, WeightsError) as e:
         raise c.fail(str(e)) from None
     print(str(path))

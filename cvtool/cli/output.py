@@ -13,6 +13,9 @@ from typing import Callable
 from cvtool.cli.common import EXIT_FAILED, EXIT_OK
 
 
+SOURCE_WIDTH = 32  # the widest the source column gets before it folds (of 80 columns)
+
+
 class Output:
     """Routes records to stdout, a file or a table; shows progress; counts failures."""
 
@@ -103,8 +106,11 @@ class Output:
             from rich.table import Table
 
             t = Table(header_style="bold")
-            for name in self.table_columns:
-                t.add_column(name, overflow="fold")
+            # Sources up to SOURCE_WIDTH keep their width, so that a file name is not cut in two
+            # while the free-text columns wrap at word boundaries; longer paths fold, as all did.
+            keep = max((len(r[0]) for r in self.rows), default=0) <= SOURCE_WIDTH
+            for i, name in enumerate(self.table_columns):
+                t.add_column(name, overflow="fold", no_wrap=keep and i == 0)
             for row in self.rows:
                 t.add_row(*row)
             Console().print(t)

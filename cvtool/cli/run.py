@@ -57,7 +57,7 @@ def run_task_command(task: str, sources: list[str], opts: Options, *, model: str
         check_output(opts.fmt, opts.output, opts.overwrite)  # before any work: one line, exit 2
         srcs, total = collect_sources(sources, opts.null)  # an empty stdin too: nothing to do
         saver = PictureSaver(save, opts.overwrite) if save is not None else None
-        loaded = loaded or load(model, weights, task=task)
+        loaded = loaded or load(model, weights, task=task, notify=None if not opts.quiet else (lambda _m: None))
         sinks = make_sinks(loaded) if make_sinks else []
         runner = runner or make_runner(loaded, opts.backend, opts.device, opts.threads,
                                        notify=None if not opts.quiet else (lambda _m: None),
@@ -145,7 +145,7 @@ def run_on_ray(task: str, sources: list[str], opts: Options, *, model: str, weig
 
     try:
         require_ray()
-        loaded = loaded or load(model, weights, task=task)
+        loaded = loaded or load(model, weights, task=task, notify=None if not opts.quiet else (lambda _m: None))
         if make_sinks is not None and make_sinks(loaded):  # the command should have refused earlier
             raise fail("this command's extra outputs (pictures, crops, label files, COCO results, "
                        "evaluation) are not supported with --engine ray")

@@ -59,7 +59,7 @@ def segment(
         gt = gt_folder(eval_gt) if eval_gt is not None else None
         if eval_json is not None and eval_json.exists() and not opts.overwrite:
             raise ModelError(f"{eval_json} already exists (pass --overwrite to replace it)")
-        loaded = load(name, weights, task=TASK)
+        loaded = load(name, weights, task=TASK, notify=None if not opts.quiet else (lambda _m: None))
         mode = mode_of(loaded)
         if instances and mode != "instance":
             raise ModelError(f"--instances: {loaded.name} is a semantic segmenter; use an instance model "

@@ -15,10 +15,10 @@ from cvtool.models.cache import ResolvedWeights, WeightsError, dir_digest, offli
 from cvtool.models.registry import ModelSpec
 
 
-def how_to_get(spec: ModelSpec) -> str:
+def how_to_get(spec: ModelSpec, weights_option: str | None = "--weights", pulling: bool = False) -> str:
     from cvtool.models.weights import how_to_get as _how
 
-    return _how(spec)
+    return _how(spec, weights_option, pulling)
 
 
 def hf_import_dir(spec: ModelSpec) -> Path:
@@ -57,8 +57,10 @@ def hf_revision_of(folder: str | os.PathLike) -> str:
     return recorded if _SHA1.fullmatch(recorded) else NO_REVISION
 
 
-def _hf_snapshot(spec: ModelSpec, local_only: bool, revision: str | None = None) -> Path | None:
-    """The model's folder in Hugging Face's cache (``local_only``) or freshly downloaded."""
+def _hf_snapshot(spec: ModelSpec, local_only: bool, revision: str | None = None,
+                 how: str | None = None, notify=None) -> Path | None:
+    """The model's folder in Hugging Face's cache (``local_only``) or freshly downloaded
+    (``how``: the advice when the download fails, :func:`how_to_get`'s by default)."""
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
@@ -73,16 +75,18 @@ def _hf_snapshot(spec: ModelSpec, local_only: bool, revision: str | None = None)
         except Exception:  # LocalEntryNotFoundError and friends: simply not cached
             return None
         return path if (path / "config.json").is_file() else None
-    print(f"cvtool: downloading {spec.name} ({w.hf_repo}) from the Hugging Face Hub", file=sys.stderr)
+    message = f"downloading {spec.name} ({w.hf_repo}) from the Hugging Face Hub"
+    notify(message) if notify else print(f"cvtool: {message}", file=sys.stderr)
     try:
         return Path(snapshot_download(**kwargs))
     except Exception as e:
         raise WeightsError(f"could not download {w.hf_repo} for {spec.name!r} "
                            f"({(str(e).strip().splitlines() or [type(e).__name__])[0][:200]}). "
-                           f"To get the weights another way: {how_to_get(spec)}.") from None
+                           f"To get the weights another way: {how or how_to_get(spec)}.") from None
 
 
-def _resolve_hf(spec: ModelSpec, weights_path, download: bool, revision: str | None = None) -> ResolvedWeights:
+def _resolve_hf(spec: ModelSpec, weights_path, download: bool, revision: str | None = None,
+                weights_option: str | None = "--weights", notify=None) -> ResolvedWeights:
     """``--weights FOLDER`` > a folder imported into cvtool's cache > Hugging Face's cache >
     a download with Hugging Face's own code (online only). With ``revision`` the imported
     folder counts only when it recorded that very commit; a ``--weights`` folder must be it."""
@@ -104,7 +108,8 @@ def _resolve_hf(spec: ModelSpec, weights_path, download: bool, revision: str | N
     if snap is not None:
         return ResolvedWeights(snap, "hf-cache", dir_digest(snap), hf_revision_of(snap))
     if download and not offline() and os.environ.get("HF_HUB_OFFLINE", "") not in ("1", "true", "yes"):
-        snap = _hf_snapshot(spec, local_only=False, revision=revision)
+        snap = _hf_snapshot(spec, local_only=False, revision=revision, how=how_to_get(spec, weights_option),
+                            notify=notify)
         return ResolvedWeights(snap, "download", dir_digest(snap), hf_revision_of(snap))
     if offline():
         why = "offline (CVTOOL_OFFLINE is set)"
@@ -112,7 +117,7 @@ def _resolve_hf(spec: ModelSpec, weights_path, download: bool, revision: str | N
         why = "offline (HF_HUB_OFFLINE is set)" if download else "not found"
     at = f" at revision {revision}" if revision else ""
     raise WeightsError(f"no weights for model {spec.name!r}{at}: {why} (looked in {imported} and in "
-                       f"Hugging Face's cache for {spec.weights.hf_repo}). To get them: {how_to_get(spec)}.")
+                       f"Hugging Face's cache for {spec.weights.hf_repo}). To get them: {how_to_get(spec, weights_option)}.")
 
 
 def pull_hf(spec: ModelSpec, revision: str | None = None) -> Path:
@@ -120,7 +125,8 @@ def pull_hf(spec: ModelSpec, revision: str | None = None) -> Path:
     if offline():
         raise WeightsError(f"cannot download {spec.name!r}: CVTOOL_OFFLINE is set")
     snap = _hf_snapshot(spec, local_only=True, revision=revision)
-    return snap if snap is not None else _hf_snapshot(spec, local_only=False, revision=revision)
+    return snap if snap is not None else _hf_snapshot(spec, local_only=False, revision=revision,
+                                                      how=how_to_get(spec, None, pulling=True))
 
 
 def import_hf(spec: ModelSpec, folder: str | os.PathLike) -> Path:

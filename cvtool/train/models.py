@@ -113,7 +113,7 @@ def build(cfg: TrainConfig, num_classes: int, grey: bool, resize: int, crop: int
         from cvtool.models.weights import WeightsError, load_state_dict, resolve
 
         try:
-            rw = resolve(spec)
+            rw = resolve(spec, weights_option=None)  # train takes no --weights
             state = load_state_dict(rw.path)
         except WeightsError as e:
             raise TrainError(f"--pretrained: {e}") from None
