@@ -250,7 +250,7 @@ def test_save_draws_labels_on_copies(cli, tmp_path, samples):
     assert n == 6
     assert oct(os.stat(video_out).st_mode & 0o777) == oct(0o666 & ~_umask())
     res = cli("classify", samples / "cat.jpg", "--save", out, "-q")
-    assert res.exit_code == 1 and "already exists" in jsonl(res.stdout)[0]["error"]
+    assert res.exit_code == 2 and "--overwrite" in res.stderr and not res.stdout  # tests/test_cli_options.py
 
 
 @pytest.mark.parametrize("args, message", [

@@ -85,3 +85,18 @@ def test_quiet_also_silences_the_one_time_weights_conversion(samples, tmp_path):
     assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
     assert (tmp_path / "b" / "weights" / "ssd_mobilenet_v2_coco.safetensors").is_file()
     assert len(quiet.stdout.splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", ["classify", "detect"])
+def test_a_second_save_into_the_same_folder_is_refused_before_any_work(cli, samples, tmp_path, command):
+    out = tmp_path / "saved"
+    first = cli(command, samples / "cat.jpg", "--save", out, "-q")
+    assert first.exit_code == 0 and jsonl(first.stdout)[0]["saved"] == str(out / "cat.jpg")
+    # refused before the model loads: an unknown model is not even looked up
+    again = cli(command, samples / "cat.jpg", "--save", out, "--model", "no_such_model", "-q")
+    assert again.exit_code == 2 and not again.stdout
+    assert again.stderr.strip() == (f"cvtool: error: --save {out} already holds files this run would write "
+                                    "(e.g. cat.jpg); pass --overwrite to replace them, or choose another folder")
+    replaced = cli(command, samples / "cat.jpg", "--save", out, "--overwrite", "-q")
+    assert replaced.exit_code == 0 and jsonl(replaced.stdout)[0]["ok"]
+    assert cli(command, samples / "cat.jpg", "--save", tmp_path / "new" / "sub", "-q").exit_code == 0

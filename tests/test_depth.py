@@ -119,7 +119,7 @@ def test_colour_map_puts_near_at_the_bright_end():
 def test_torch_backend_agrees_with_onnx_runtime(cli, tiny, saved_run, samples, tmp_path):
     recs, _ = saved_run
     res = cli("depth", samples / "cat.jpg", samples / "coffee.jpg", "--weights", tiny, "--backend", "torch",
-              "--save", tmp_path, "--npy", "-q")
+              "--save", tmp_path / "out", "--npy", "-q")
     assert res.exit_code == 0, res.stderr
     onnx = _by_name(recs)
     for r in jsonl(res.stdout):
@@ -212,8 +212,7 @@ def test_existing_files_are_kept_and_a_refused_set_writes_nothing(cli, tiny, sam
     (tmp_path / "cat_depth16.png").write_bytes(b"keep me")
     res = cli("depth", samples / "cat.jpg", "--weights", tiny, "--backend", "torch", "--imgsz", "140",
               "--save", tmp_path)
-    rec = jsonl(res.stdout)[0]
-    assert res.exit_code == 1 and rec["error"].startswith("not saved:") and "depth" in rec
+    assert res.exit_code == 2 and "already holds files" in res.stderr and not res.stdout  # before any work
     assert (tmp_path / "cat_depth16.png").read_bytes() == b"keep me" and not (tmp_path / "cat_depth.png").exists()
 
 

@@ -203,7 +203,7 @@ def reference_depth(da, photos):
 @pytest.mark.parametrize("backend,tol", [("torch", 1e-4), ("onnx", 1e-3)])
 def test_depth_map_equals_the_reference_pipeline(cli, da, photos, reference_depth, backend, tol, tmp_path):
     paths = [photos[n][0] for n in photos]
-    res = cli("depth", *paths, "--weights", da, "--backend", backend, "--save", tmp_path, "--npy",
+    res = cli("depth", *paths, "--weights", da, "--backend", backend, "--save", tmp_path / "out", "--npy",
               "--batch", "4", "-q")
     assert res.exit_code == 0, res.stderr
     recs = {r["source"].rsplit("/", 1)[1][:-4]: r for r in jsonl(res.stdout)}

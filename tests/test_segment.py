@@ -79,7 +79,7 @@ def test_semantic_records_and_saved_files(semantic_run):
 def test_torch_backend_gives_the_same_masks(semantic_run, lraspp, cli, tmp_path):
     res, out, photos = semantic_run
     res_t = cli("segment", "--model", SEM, "--weights", lraspp, *photos, "--backend", "torch",
-                "--save", tmp_path, "-q")
+                "--save", tmp_path / "out", "-q")
     assert res_t.exit_code == 0, res_t.stderr
     for a, b in zip(jsonl(res.stdout), jsonl(res_t.stdout)):
         assert b["backend"] == "torch" and a["mask_size"] == b["mask_size"]

@@ -188,12 +188,12 @@ def test_gradcam_command_writes_overlay_and_array(cli, samples, tmp_path):
 
 
 def test_target_by_name_and_errors(cli, samples, tmp_path):
-    res = cli("visualize", "saliency", samples / "cat.jpg", "--target", "Persian cat", "--save", tmp_path)
+    res = cli("visualize", "saliency", samples / "cat.jpg", "--target", "Persian cat", "--save", tmp_path / "a")
     assert res.exit_code == 0
     assert jsonl(res.stdout)[0]["target"]["label"] == "Persian cat"
-    res = cli("visualize", "saliency", samples / "cat.jpg", "--target", "cat", "--save", tmp_path)
+    res = cli("visualize", "saliency", samples / "cat.jpg", "--target", "cat", "--save", tmp_path / "b")
     assert res.exit_code == 2 and "matches several classes" in res.stderr and "Traceback" not in res.output
-    res = cli("visualize", "gradcam", samples / "cat.jpg", "--layer", "_block.15", "--save", tmp_path)
+    res = cli("visualize", "gradcam", samples / "cat.jpg", "--layer", "_block.15", "--save", tmp_path / "c")
     assert res.exit_code == 2 and "_blocks.15" in res.stderr
     res = cli("visualize", "gradcam", samples / "cat.jpg", "--layer", "_fc", "--save", tmp_path / "fc")
     assert res.exit_code == 1 and "feature map" in res.stderr
@@ -217,7 +217,7 @@ def test_existing_files_are_kept_unless_overwrite(cli, samples, tmp_path):
     args = ("visualize", "saliency", samples / "cat.jpg", "--save", tmp_path)
     assert cli(*args).exit_code == 0
     again = cli(*args)
-    assert again.exit_code == 1 and "already exists" in again.stderr
+    assert again.exit_code == 2 and "already holds files" in again.stderr and not again.stdout
     assert cli(*args, "--overwrite").exit_code == 0
 
 
@@ -228,13 +228,13 @@ def test_layers_filters_activations(cli, samples, tmp_path):
     assert "_conv_stem" in names and "_act_head" in names and "_fc" in names
     assert rows[names.index("_act_head")]["shape"] == [1, 1280, 7, 7]
 
-    res = cli("visualize", "filters", "--save", tmp_path)
+    res = cli("visualize", "filters", "--save", tmp_path / "filters")
     rec = jsonl(res.stdout)[0]
     assert res.exit_code == 0 and rec["layer"] == "_conv_stem" and rec["filters"] == 32
     assert np.load(rec["saved"]["array"]).shape == (32, 3, 3, 3)
 
     res = cli("visualize", "activations", samples / "cat.jpg", "--layer", "_blocks.10", "--top", "8",
-              "--save", tmp_path)
+              "--save", tmp_path / "activations")
     rec = jsonl(res.stdout)[0]
     assert res.exit_code == 0 and len(rec["top_channels"]) == 8
     maps = np.load(rec["saved"]["array"])
@@ -267,7 +267,7 @@ def test_occlusion_finds_the_covered_object(clf):
 def test_synthesis_commands(cli, samples, tmp_path):
     """The CLI side of class-model, deepdream, invert and style (the methods themselves are
     tested in test_explain_synthesis.py): records, files, sizes, usage errors."""
-    res = cli("visualize", "class-model", "--target", "goldfinch", "--steps", "40", "--save", tmp_path)
+    res = cli("visualize", "class-model", "--target", "goldfinch", "--steps", "40", "--save", tmp_path / "class-model")
     assert res.exit_code == 0, res.output
     rec = jsonl(res.stdout)[0]
     assert rec["target"]["label"] == "goldfinch"
@@ -275,17 +275,17 @@ def test_synthesis_commands(cli, samples, tmp_path):
     assert np.load(rec["saved"]["array"]).shape == (224, 224, 3)
 
     res = cli("visualize", "deepdream", samples / "cat.jpg", "--steps", "2", "--octaves", "2",
-              "--max-size", "160", "--save", tmp_path)
+              "--max-size", "160", "--save", tmp_path / "deepdream")
     rec = jsonl(res.stdout)[0]
     assert res.exit_code == 0 and rec["layer"] and max(rec["size"]) == 160
 
     res = cli("visualize", "style", "--content", samples / "cat.jpg", "--style", samples / "flower.jpg",
-              "--steps", "5", "--max-size", "96", "--save", tmp_path)
+              "--steps", "5", "--max-size", "96", "--save", tmp_path / "style")
     rec = jsonl(res.stdout)[0]
     assert res.exit_code == 0 and rec["style_loss_end"] < rec["style_loss_start"]
 
-    assert cli("visualize", "class-model", "--save", tmp_path).exit_code == 2  # needs --target
+    assert cli("visualize", "class-model", "--save", tmp_path / "none").exit_code == 2  # needs --target
     assert cli("visualize", "style", "--content", samples / "cat.jpg").exit_code == 2
     res = cli("visualize", "style", "--content", tmp_path / "nope.jpg", "--style", samples / "flower.jpg",
-              "--save", tmp_path)
+              "--save", tmp_path / "nope")
     assert res.exit_code == 1 and "nope.jpg" in res.stderr and "Traceback" not in res.output

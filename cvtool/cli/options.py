@@ -104,8 +104,26 @@ class Options:
 assert set(_DECLARED) == {f.name for f in dataclasses.fields(Options)}, "declare each shared option in both places"
 
 
-def shared(*names: str, **overrides: Any) -> Callable[[Callable], Callable]:
+def _refuse_filled_save(folder: Path, overwrite: bool) -> None:
+    """``--save DIR`` into a folder that already holds files: one line and exit 2, before any work."""
+    from cvtool.cli.common import fail
+    from cvtool.io.savers import refuse_filled_folder
+    from cvtool.io.atomic import SinkError
+
+    try:
+        refuse_filled_folder(folder, overwrite)
+    except SinkError as e:
+        raise fail(str(e)) from None
+
+
+def shared(*names: str, writes_nothing: Callable[[dict], bool] = lambda _kw: False,
+           **overrides: Any) -> Callable[[Callable], Callable]:
     """Append the shared options ``names`` to a command's parameters and pass them as ``opts``.
+
+    A command with a ``save`` parameter (``--save DIR``) has that folder checked here, once for all
+    of them and before the command runs: a folder that already holds files is refused unless
+    ``--overwrite`` (:func:`cvtool.io.savers.refuse_filled_folder`). ``writes_nothing(kwargs)``
+    says when a call saves nothing (``visualize layers``), so the check is skipped.
 
     ``overrides`` change a default (``batch=4``) or, given an ``Annotated`` type, the whole
     declaration (a command whose ``--backend`` means something of its own). The command must take a
@@ -140,6 +158,8 @@ def shared(*names: str, **overrides: Any) -> Callable[[Callable], Callable]:
         @functools.wraps(fn)
         def command(*args: Any, **kwargs: Any) -> Any:
             opts = Options(**{n: kwargs.pop(n) for n in taken if n in kwargs})
+            if kwargs.get("save") is not None and not writes_nothing(kwargs):
+                _refuse_filled_save(kwargs["save"], opts.overwrite)
             return fn(*args, **kwargs, opts=opts)
 
         params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)

@@ -21,7 +21,7 @@ METHODS = ATTRIBUTIONS + INSIDE + SYNTHESIS
 _NO_SOURCES = ("filters", "layers", "class-model", "style")
 
 
-@o.shared(*o.RUNTIME, *o.OUTPUT, *o.INPUT)
+@o.shared(*o.RUNTIME, *o.OUTPUT, *o.INPUT, writes_nothing=lambda kw: kw.get("method") == "layers")
 def visualize(
     method: Annotated[str, typer.Argument(help="saliency, smoothgrad, integrated-gradients, guided-backprop, gradcam, gradcam++, occlusion; filters, activations, layers; class-model, deepdream, invert, style.", show_default=False)],
     sources: Annotated[Optional[list[str]], typer.Argument(help="Images, folders, globs or videos (not for filters, layers, class-model, style).", show_default=False)] = None,

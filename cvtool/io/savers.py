@@ -16,6 +16,22 @@ from typing import Any
 
 from cvtool.io.atomic import SinkError, commit, discard, make_folder, new_temporary, write_bytes_atomic
 
+def refuse_filled_folder(folder: str | os.PathLike, overwrite: bool = False, flag: str = "--save") -> None:
+    """The one rule for a re-run into the same ``--save`` folder, checked before any work: a folder
+    that exists and holds anything is refused (:class:`SinkError`) unless ``overwrite``; which of its
+    files this run would write is only known after decoding the inputs, too late to refuse early."""
+    folder = Path(folder)
+    if overwrite or not folder.is_dir():
+        return
+    try:
+        first = min((e.name for e in os.scandir(folder)), default=None)
+    except OSError:
+        return  # make_folder reports an unreadable folder
+    if first is not None:
+        raise SinkError(f"{flag} {folder} already holds files this run would write (e.g. {first}); "
+                        "pass --overwrite to replace them, or choose another folder")
+
+
 class PictureSaver:
     """Saves annotated pictures under ``folder``: one image per still input, one video per
     video input (frames appended as they come). Names follow the input's file name; clashes
