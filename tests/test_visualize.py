@@ -4,6 +4,7 @@ filter views, and the command's files, records and errors."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -289,3 +290,18 @@ def test_synthesis_commands(cli, samples, tmp_path):
     res = cli("visualize", "style", "--content", tmp_path / "nope.jpg", "--style", samples / "flower.jpg",
               "--save", tmp_path / "nope")
     assert res.exit_code == 1 and "nope.jpg" in res.stderr and "Traceback" not in res.output
+
+
+def test_two_targets_for_one_picture_write_two_files_and_name_their_target(cli, samples, tmp_path):
+    res = cli("visualize", "saliency", samples / "cat.jpg", "--target", "tiger cat", "--target", "Persian cat",
+              "--save", tmp_path / "maps")
+    assert res.exit_code == 0, res.output
+    recs = jsonl(res.stdout)
+    assert [r["ok"] for r in recs] == [True, True]
+    assert [r["target"]["label"] for r in recs] == ["tiger cat", "Persian cat"]
+    pictures = [r["saved"]["picture"] for r in recs]
+    assert pictures == [str(tmp_path / "maps" / "cat_saliency_tiger_cat.png"),
+                        str(tmp_path / "maps" / "cat_saliency_Persian_cat.png")]
+    assert all(Path(p).is_file() for p in pictures)
+    assert cli("visualize", "activations", samples / "cat.jpg", "--layer", "_blocks.5", "-t", "1", "-t", "2",
+               "--save", tmp_path / "act").exit_code == 2  # one target at most where it is no attribution

@@ -53,7 +53,12 @@ def check_output(fmt: str, output: Path | None, overwrite: bool) -> None:
 
 
 class InputError(Exception):
-    """One input cannot be processed; the run records the reason and goes on."""
+    """One input cannot be processed; the run records the reason and goes on. ``fields``: what is
+    known all the same (the target a failed map was made for), kept on the error record."""
+
+    def __init__(self, message: str, fields: dict | None = None):
+        super().__init__(message)
+        self.fields = dict(fields or {})
 
 
 def quiet_stdout_pipe() -> None:

@@ -178,7 +178,9 @@ def run_picture_command(task: str, sources: list[str], opts: Options, *, model_n
                         finish: Callable | None = None, backend: str = "torch") -> None:
     """The body of the per-picture gradient subcommands (visualize, attack): decode every input,
     call ``process(frame) -> dict`` (the task's fields; raise :class:`InputError` for a
-    per-input failure), emit one record per input, exit with the right code. ``finish(out)``
+    per-input failure), emit one record per input, exit with the right code. A ``process`` that
+    makes several results of one input (visualize with several --target) returns a list, one
+    record each: field dicts, or :class:`InputError` for the ones that failed. ``finish(out)``
     may print a summary after the last record. ``device`` is the device the model really runs on."""
     from cvtool.models.differentiable import iter_pictures
     from cvtool.tasks.base import Record
@@ -201,18 +203,19 @@ def run_picture_command(task: str, sources: list[str], opts: Options, *, model_n
                 continue
             t0 = time.perf_counter()
             try:
-                fields = process(item)
-                error = None
+                results = process(item)
             except InputError as e:
-                fields, error = {}, str(e)
+                results = e
             except MemoryError:
-                fields, error = {}, "out of memory"
-            rec = Record(timestamp=item.timestamp, backend=backend, provider=None, device=device,
-                         image_size=item.orig_size, error=error, fields=fields,
-                         time_ms={"total": round((time.perf_counter() - t0) * 1e3, 3)}, batch_size=1,
-                         **base)
+                results = InputError("out of memory")
+            ms = round((time.perf_counter() - t0) * 1e3, 3)
+            for r in results if isinstance(results, list) else [results]:
+                fields, error = (r.fields, str(r)) if isinstance(r, InputError) else (r, None)
+                rec = Record(timestamp=item.timestamp, backend=backend, provider=None, device=device,
+                             image_size=item.orig_size, error=error, fields=fields,
+                             time_ms={"total": ms}, batch_size=1, **base)
+                out.add(rec.to_dict())
             item.rgb = None
-            out.add(rec.to_dict())
     except KeyboardInterrupt:
         interrupted = True
     except BrokenPipeError:

@@ -27,7 +27,7 @@ def visualize(
     sources: Annotated[Optional[list[str]], typer.Argument(help="Images, folders, globs or videos (not for filters, layers, class-model, style).", show_default=False)] = None,
     model: o.ModelOpt = "efficientnet_lite0",
     weights: o.WeightsOpt = None,
-    target: Annotated[Optional[str], typer.Option("--target", "-t", help="Class name or id to explain or synthesise (default: the top prediction).")] = None,
+    target: Annotated[Optional[list[str]], typer.Option("--target", "-t", help="Class name or id to explain or synthesise (default: the top prediction). Attribution methods take it repeated: one map (and record) per target, named <stem>_<method>_<target>.")] = None,
     layer: Annotated[Optional[str], typer.Option("--layer", "-l", help="Layer name (see `cvtool visualize layers`); default per method (style: the content layer).")] = None,
     save: o.Save("Folder for the pictures and .npy arrays.", default_folder=Path("visualize")) = Path("visualize"),
     cmap: Annotated[str, typer.Option("--cmap", help="Heatmap colours: jet, turbo, inferno, viridis, magma, gray.")] = "jet",
@@ -84,7 +84,11 @@ def visualize(
         raise c.fail(f"{method} needs at least one input image")
     if method == "style" and (content is None or style is None):
         raise c.fail("style needs both --content IMAGE and --style IMAGE")
-    if method == "class-model" and target is None:
+    targets = list(target or [])
+    if len(targets) > 1 and method not in ATTRIBUTIONS:
+        raise c.fail(f"{method} takes one --target; several are for the attribution methods "
+                     f"({', '.join(ATTRIBUTIONS)})")
+    if method == "class-model" and not targets:
         raise c.fail("class-model needs --target CLASS (a class name or id)")
 
     from cvtool.explain.layers import LayerError, find_layer
@@ -97,7 +101,8 @@ def visualize(
         c.check_output(opts.fmt, opts.output, opts.overwrite)  # before any work
         saver = ArtifactSaver(save, opts.overwrite) if method != "layers" else None
         clf = load_classifier(model, weights, opts.device, opts.threads)
-        target_id = clf.target_index(target) if target is not None else None
+        target_ids = [clf.target_index(t) for t in targets]
+        target_id = target_ids[0] if target_ids else None
         if layer is not None and method not in ("filters",):
             find_layer(clf.net, layer)
         if method == "activations" and layer is None:
@@ -124,7 +129,7 @@ def visualize(
         return
 
     def process(frame) -> dict:
-        return _process(method, clf, saver, slug, frame, target_id, knobs, cmap, alpha, opts.quiet)
+        return _process(method, clf, saver, slug, frame, target_ids, knobs, cmap, alpha, opts.quiet)
 
     run.run_picture_command(
         "visualize", sources, opts, model_name=clf.name, device=dev, process=process, table_row=_row,
@@ -138,32 +143,24 @@ def _summary(clf, x, target_id):
     return tid, {"prediction": clf.label_record(top_id, top_p), "target": clf.label_record(tid, p)}
 
 
-def _process(method, clf, saver, slug, frame, target_id, opts, cmap, alpha, quiet) -> dict:
+def _process(method, clf, saver, slug, frame, target_ids, opts, cmap, alpha, quiet) -> dict | list:
+    """One input's result; for the attribution methods a list, one map per target (the top
+    prediction, or each --target in turn, each file named after its target)."""
     import numpy as np
 
     from cvtool.cli.common import InputError
     from cvtool.io.sinks import SinkError
 
     x = clf.prepare(frame.rgb)
-    record = {"method": method}
     stem = saver.stem({"source": frame.source, "frame": frame.frame})
+    if method in ATTRIBUTIONS:
+        return [_attribution(method, clf, saver, frame, x, f"{stem}_{slug}" + (
+                    "_" + clf.labels[tid].replace(" ", "_").replace("/", "_") if tid is not None else ""),
+                    tid, opts, cmap, alpha) for tid in (target_ids or [None])]
+    record = {"method": method}
     try:
         saver.check(f"{stem}_{slug}")
-        if method in ATTRIBUTIONS:
-            from cvtool.explain.attribution import attribute
-            from cvtool.render.heatmap import overlay_on_source
-
-            tid, preds = _summary(clf, x, target_id)
-            record.update(preds)
-            a = attribute(method, clf, x, tid, layer=opts["layer"], samples=opts["samples"],
-                          noise=opts["noise"], steps=opts["steps"] or 128, window=opts["window"],
-                          stride=opts["stride"], seed=opts["seed"])
-            box = clf.preprocess.crop_box(frame.rgb.shape[1], frame.rgb.shape[0])
-            picture = overlay_on_source(frame.rgb, a.heat, box, alpha=alpha, cmap=cmap)
-            record.update(_peak(a.raw if a.raw.shape == a.heat.shape else a.heat, box))
-            record.update(a.info)
-            array = a.raw
-        elif method == "activations":
+        if method == "activations":
             from cvtool.explain.inside import activations
 
             _, preds = _summary(clf, x, None)
@@ -200,6 +197,34 @@ def _process(method, clf, saver, slug, frame, target_id, opts, cmap, alpha, quie
         raise InputError(f"not saved: {e}") from None
     except ValueError as e:  # a method's own validation (e.g. a layer without feature maps)
         raise InputError(str(e)) from None
+    return record
+
+
+def _attribution(method, clf, saver, frame, x, name, target_id, opts, cmap, alpha):
+    """One attribution map of one picture for one target (None: the top prediction), saved as
+    ``name``; its fields, or an :class:`InputError` that still names the method and target."""
+    from cvtool.cli.common import InputError
+    from cvtool.explain.attribution import attribute
+    from cvtool.io.sinks import SinkError
+    from cvtool.render.heatmap import overlay_on_source
+
+    record = {"method": method}
+    try:
+        tid, preds = _summary(clf, x, target_id)
+        record.update(preds)
+        saver.check(name)
+        a = attribute(method, clf, x, tid, layer=opts["layer"], samples=opts["samples"],
+                      noise=opts["noise"], steps=opts["steps"] or 128, window=opts["window"],
+                      stride=opts["stride"], seed=opts["seed"])
+        box = clf.preprocess.crop_box(frame.rgb.shape[1], frame.rgb.shape[0])
+        picture = overlay_on_source(frame.rgb, a.heat, box, alpha=alpha, cmap=cmap)
+        record.update(_peak(a.raw if a.raw.shape == a.heat.shape else a.heat, box))
+        record.update(a.info)
+        record["saved"] = {"picture": str(saver.png(name, picture)), "array": str(saver.npy(name, a.raw))}
+    except SinkError as e:
+        return InputError(f"not saved: {e}", record)
+    except ValueError as e:  # a method's own validation (e.g. a layer without feature maps)
+        return InputError(str(e), record)
     return record
 
 
