@@ -239,3 +239,32 @@ def test_cuda_fallback_is_opt_in(samples):
     assert rec["provider"] == "CPUExecutionProvider" and rec["device"] == "cpu"
     assert "running on the CPU as --allow-cpu-fallback allows" in proc.stderr
     assert "EP Error" not in proc.stdout + proc.stderr
+
+
+def test_without_output_writes_model_onnx_in_the_working_folder(cli, tmp_path, monkeypatch):
+    import onnxruntime as ort
+
+    monkeypatch.chdir(tmp_path)
+    res = cli("export", "efficientnet_lite0", "--no-check")
+    out = tmp_path / "efficientnet_lite0.onnx"
+    assert res.exit_code == 0, res.stderr
+    assert out.is_file() and "wrote efficientnet_lite0.onnx" in res.stderr
+    ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    before = out.stat().st_mtime_ns
+    res = cli("export", "efficientnet_lite0", "--no-check")
+    assert res.exit_code == 2 and "already exists" in res.stderr and "wrote" not in res.stderr
+    assert out.stat().st_mtime_ns == before
+
+
+def test_checkpoint_without_output_is_exported_next_to_it(cli, tmp_path):
+    import torch
+
+    from cvtool.models.zoo.efficientnet_lite import efficientnet_lite0
+
+    ckpt = {"cvtool": {"format": 1, "arch": "efficientnet_lite0", "task": "classify", "name": "tiny3",
+                       "labels": ["a", "b", "c"]}, "state_dict": efficientnet_lite0(num_classes=3).state_dict()}
+    (tmp_path / "runs" / "tiny3").mkdir(parents=True)
+    torch.save(ckpt, tmp_path / "runs" / "tiny3" / "best.pt")
+    res = cli("export", tmp_path / "runs" / "tiny3" / "best.pt", "--no-check")
+    out = tmp_path / "runs" / "tiny3" / "best.onnx"
+    assert res.exit_code == 0 and out.is_file() and f"wrote {out}" in res.stderr

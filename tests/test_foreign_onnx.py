@@ -595,3 +595,32 @@ def test_rectangular_input(cli, tmp_path):
     res, (rec,) = run_detect(cli, COFFEE, "--model", f)
     assert res.exit_code == 0, res.stderr
     assert boxes_of(rec) == [("person", [150.0, 60.0, 450.0, 300.0], 0.9)]
+
+
+@pytest.fixture(scope="module")
+def ssd_export(tmp_path_factory) -> Path:
+    from typer.testing import CliRunner
+
+    from cvtool.cli.app import app
+
+    out = tmp_path_factory.mktemp("ssd") / "x.onnx"
+    res = CliRunner().invoke(app, ["export", "ssd_mobilenet_v2_coco", "-o", str(out), "-q"])
+    assert res.exit_code == 0, res.stderr
+    return out
+
+
+def test_import_of_cvtools_own_export_copies_it_as_it_is(cli, ssd_export, cvtool_home):
+    res = cli("models", "import", "my_ssd", ssd_export)
+    assert res.exit_code == 0, res.stderr
+    dest = Path(res.stdout.strip())
+    assert dest.read_bytes() == ssd_export.read_bytes() and not Path(str(dest) + ".json").exists()
+    res = cli("detect", SAMPLES / "cat.jpg", "--model", "my_ssd", "-f", "jsonl", "-q")
+    assert res.exit_code == 0, res.stderr
+    want = cli("detect", SAMPLES / "cat.jpg", "--model", ssd_export, "-f", "jsonl", "-q")
+    got, ref = jsonl(res.stdout)[0], jsonl(want.stdout)[0]
+    assert got["model"] == "my_ssd" and got["detections"] == ref["detections"]
+
+
+def test_import_of_cvtools_own_export_refuses_options(cli, ssd_export, cvtool_home):
+    res = cli("models", "import", "my_ssd2", ssd_export, "--task", "detect")
+    assert res.exit_code == 2 and "exported by cvtool and describes itself" in res.stderr

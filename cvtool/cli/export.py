@@ -17,7 +17,7 @@ from cvtool.cli import options as o
 def export(
     model: Annotated[Optional[str], typer.Argument(help="Registry name or `cvtool train` checkpoint.",
                                                    show_default=False)] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="The .onnx file to write.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="The .onnx file to write (default: MODEL.onnx here, or next to a checkpoint).", show_default=False)] = None,
     weights: o.WeightsOpt = None,
     opset: Annotated[int, typer.Option("--opset", min=13, max=23, help="ONNX opset.")] = 17,
     batch: Annotated[Optional[int], typer.Option("--batch", min=1, help="Fixed batch size (default: dynamic batch).")] = None,
@@ -61,8 +61,8 @@ def export(
         say(f"{validate}: valid {info['task']} model ({info['model']}), ran on {info['provider']}")
         print(json.dumps(info))
         return
-    if model is None or output is None:
-        raise c.fail("give a MODEL and --output FILE.onnx (or --validate FILE.onnx)")
+    if model is None:
+        raise c.fail("give a MODEL to export (or --validate FILE.onnx)")
     opts = ExportOptions(opset=opset, batch=batch, dynamic_size=dynamic_size, imgsz=imgsz, half=half,
                          simplify=simplify, int8=int8, calibrate=calibrate, check=check, tolerance=tolerance,
                          min_agreement=min_agreement, device=device, check_images=check_images)
@@ -76,6 +76,11 @@ def export(
         if not spec.exportable:  # say so before fetching weights that could not be used anyway
             raise c.fail(f"{spec.name} cannot be exported: {spec.export_note or 'it runs on torch only'}",
                          c.EXIT_FAILED)
+    if output is None:  # as other exporters do: MODEL.onnx here, or next to the checkpoint
+        local = Path(model).is_file() or model.lower().endswith(".onnx")
+        output = Path(model).with_suffix(".onnx") if local else Path(f"{spec.name}.onnx")
+    if output.exists() and not overwrite:  # before any weights are read
+        raise c.fail(f"{output} already exists (pass --overwrite to replace it)")
     try:
         loaded = load(model, weights)
     except ModelError as e:

@@ -536,6 +536,18 @@ def _from_sidecar(path: str, meta: dict, inp, outputs, side: dict, side_name: st
                        kpt_shape=kpt, num_masks=32 if kind == "segment" else 0, metadata=meta, sources=src)
 
 
+def _cvtool_metadata(path: str) -> dict:
+    """The metadata of an ONNX file cvtool exported (task, labels and preprocessing, as
+    ``--model FILE.onnx`` reads them), or {} for any other file."""
+    from cvtool.runtime.onnx import read_metadata
+
+    try:
+        meta = read_metadata(path)
+    except Exception:
+        return {}
+    return meta if all(k in meta for k in ("task", "labels", "preprocess")) else {}
+
+
 def import_onnx(name: str, path: str, sidecar: dict | None, force: bool = False) -> Path:
     """``cvtool models import NAME FILE.onnx [--task ...]``: check that cvtool can run the file as
     described (``sidecar``: the options given; None: the file's own metadata), then copy it to
@@ -551,7 +563,13 @@ def import_onnx(name: str, path: str, sidecar: dict | None, force: bool = False)
         raise ForeignError(f"{name!r}: a model name is letters, digits, '_', '-' and '.', without .onnx")
     if registry.is_registered(name):
         raise ForeignError(f"{name!r} is a registered model; choose another name for this ONNX file")
-    if sidecar is None and sidecar_path(path).is_file():  # the file's own sidecar travels with it
+    own = _cvtool_metadata(path)
+    if own and sidecar:
+        raise ForeignError(f"{path} was exported by cvtool and describes itself ({own['task']}, "
+                           f"{own.get('model', '?')}); import it without options")
+    if own:  # cvtool's own export: already self-describing, so it is copied as it is, with no sidecar
+        sidecar = None
+    elif sidecar is None and sidecar_path(path).is_file():  # the file's own sidecar travels with it
         try:
             sidecar = json.loads(sidecar_path(path).read_text())
         except (OSError, ValueError) as e:
@@ -565,7 +583,8 @@ def import_onnx(name: str, path: str, sidecar: dict | None, force: bool = False)
             sidecar["labels"] = list(_labels_from(sidecar["labels"], path))  # travels with the copy
         if "task" not in sidecar:
             raise ForeignError(f"{path}: --task is needed to describe an ONNX file")
-    describe(path, sidecar=sidecar, sidecar_name="options")  # refuses what cvtool cannot run
+    if not own:
+        describe(path, sidecar=sidecar, sidecar_name="options")  # refuses what cvtool cannot run
     folder = imported_dir()
     dest = folder / f"{name}.onnx"
     if dest.exists() and not force:

@@ -253,7 +253,7 @@ def _load_onnx(path: str, name: str | None = None) -> LoadedModel:
         raise ModelError(f"--model {path}: this ONNX file has no cvtool metadata ({', '.join(missing)} "
                          "missing); export it with `cvtool export`")
     return LoadedModel(
-        name=meta.get("model") or Path(path).stem, task=meta["task"], kind="onnx",
+        name=name or meta.get("model") or Path(path).stem, task=meta["task"], kind="onnx",
         preprocess=preprocess_from_dict(json.loads(meta["preprocess"])), labels=tuple(json.loads(meta["labels"])),
         weights_sha256=meta.get("weights_sha256", ""), weights_origin="onnx",
         onnx_file=Path(path), revision=meta.get("hf_revision"))
