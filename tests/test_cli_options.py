@@ -95,8 +95,8 @@ def test_a_second_save_into_the_same_folder_is_refused_before_any_work(cli, samp
     # refused before the model loads: an unknown model is not even looked up
     again = cli(command, samples / "cat.jpg", "--save", out, "--model", "no_such_model", "-q")
     assert again.exit_code == 2 and not again.stdout
-    assert again.stderr.strip() == (f"cvtool: error: --save {out} already holds files this run would write "
-                                    "(e.g. cat.jpg); pass --overwrite to replace them, or choose another folder")
+    assert again.stderr.strip() == (f"cvtool: error: --save {out} already holds files (e.g. cat.jpg); "
+                                    "pass --overwrite to write into it anyway, or choose another folder")
     replaced = cli(command, samples / "cat.jpg", "--save", out, "--overwrite", "-q")
     assert replaced.exit_code == 0 and jsonl(replaced.stdout)[0]["ok"]
     assert cli(command, samples / "cat.jpg", "--save", tmp_path / "new" / "sub", "-q").exit_code == 0

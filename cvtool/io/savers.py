@@ -18,8 +18,9 @@ from cvtool.io.atomic import SinkError, commit, discard, make_folder, new_tempor
 
 def refuse_filled_folder(folder: str | os.PathLike, overwrite: bool = False, flag: str = "--save") -> None:
     """The one rule for a re-run into the same ``--save`` folder, checked before any work: a folder
-    that exists and holds anything is refused (:class:`SinkError`) unless ``overwrite``; which of its
-    files this run would write is only known after decoding the inputs, too late to refuse early."""
+    that exists and holds anything is refused (:class:`SinkError`) unless ``overwrite`` (which of
+    its files this run would replace is only known after decoding the inputs, too late to refuse
+    early, so the message names one file it holds, not one it would replace)."""
     folder = Path(folder)
     if overwrite or not folder.is_dir():
         return
@@ -28,8 +29,8 @@ def refuse_filled_folder(folder: str | os.PathLike, overwrite: bool = False, fla
     except OSError:
         return  # make_folder reports an unreadable folder
     if first is not None:
-        raise SinkError(f"{flag} {folder} already holds files this run would write (e.g. {first}); "
-                        "pass --overwrite to replace them, or choose another folder")
+        raise SinkError(f"{flag} {folder} already holds files (e.g. {first}); pass --overwrite to "
+                        "write into it anyway, or choose another folder")
 
 
 class PictureSaver:
